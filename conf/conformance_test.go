@@ -82,7 +82,7 @@ var networkxml2xmlCases = []struct {
 	{name: "isolated-ports"},
 }
 
-func TestNetworkXML2XML(t *testing.T) {
+func TestConformanceNetworkXML2XML(t *testing.T) {
 	dir := libvirtTestdata(t)
 	passed, identical, inactive, rejected := 0, 0, 0, 0
 	for _, tc := range networkxml2xmlCases {

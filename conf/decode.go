@@ -484,12 +484,19 @@ func allDecls(n *node) []string {
 	return out
 }
 
+// copyRaw copies n; blank text between child elements is layout, not content
+// (libvirt parses with blanks dropped), so it is not kept.
 func copyRaw(n *node) *RawElement {
 	e := &RawElement{Name: n.name, Attrs: append([]RawAttr(nil), n.attrs...)}
+	layoutOnly := len(n.children) > 0 && strings.TrimSpace(n.textContent()) == ""
 	for _, it := range n.items {
-		if it.child != nil {
+		switch {
+		case it.child != nil:
 			e.Children = append(e.Children, RawNode{Elem: copyRaw(it.child)})
-		} else {
+		case layoutOnly:
+		case len(e.Children) > 0 && e.Children[len(e.Children)-1].Elem == nil:
+			e.Children[len(e.Children)-1].Text += it.text
+		default:
 			e.Children = append(e.Children, RawNode{Text: it.text})
 		}
 	}
@@ -801,7 +808,8 @@ func (d *decoder) lease(n *node) *Lease {
 		u, err := parseLeaseUnit(s)
 		if err != nil {
 			d.errf(n, "attribute unit: %v", err)
-		} else {
+		} else if l.Expiry != 0 {
+			// an infinite lease has no unit; libvirt does not format one
 			l.Unit = u
 		}
 	}

@@ -74,7 +74,9 @@ func netmaskBits(mask netip.Addr) (int, error) {
 func (ip *IP) IsIPv6() bool { return ip.Address.Is6() }
 
 // HasDHCP reports whether the <ip> hands out addresses (ranges or static hosts).
-func (ip *IP) HasDHCP() bool { return ip.DHCP != nil && (len(ip.DHCP.Ranges) > 0 || len(ip.DHCP.Hosts) > 0) }
+func (ip *IP) HasDHCP() bool {
+	return ip.DHCP != nil && (len(ip.DHCP.Ranges) > 0 || len(ip.DHCP.Hosts) > 0)
+}
 
 // Seconds is the lease time in seconds; 0 means infinite.
 func (l *Lease) Seconds() uint64 { return l.Expiry * l.Unit.Seconds() }

@@ -1,0 +1,63 @@
+// Command vnetctl manages vnetd's virtual networks with virsh's net-* verbs.
+// net-validate works offline; the verbs that talk to the daemon arrive with it.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+// command is one verb: run returns the process exit status.
+type command struct {
+	usage string
+	help  string
+	run   func(args []string, stdout, stderr io.Writer) int
+}
+
+var commands = map[string]command{
+	"net-validate": {
+		usage: "net-validate FILE...",
+		help:  "parse and validate network XML files without a daemon",
+		run:   netValidate,
+	},
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "vnetctl: unknown command %q\n", args[0])
+		usage(stderr)
+		return 2
+	}
+	return cmd.run(args[1:], stdout, stderr)
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: vnetctl COMMAND [ARGS]")
+	fmt.Fprintln(w, "commands:")
+	names := make([]string, 0, len(commands))
+	for name := range commands {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		c := commands[name]
+		fmt.Fprintf(w, "  %-28s %s\n", c.usage, c.help)
+	}
+}
+
+// indent prefixes every line of a multi-line message.
+func indent(s, prefix string) string {
+	return prefix + strings.ReplaceAll(s, "\n", "\n"+prefix)
+}
