@@ -45,7 +45,10 @@ test: deps
 	@$(call need_pkgs,go vet and go test); \
 	echo "$(GO) vet ./..."; $(GO) vet ./...; \
 	echo "$(GO) test -race -count=1 $(TESTFLAGS) ./..."; \
-	$(GO) test -race -count=1 $(TESTFLAGS) ./...
+	$(GO) test -race -count=1 $(TESTFLAGS) ./...; \
+	echo "== libvirt conformance (corpus: $${VNETD_LIBVIRT_TESTDATA:-../shared/conformance/libvirt})"; \
+	$(GO) test -count=1 -run '^TestConformance' -v ./conf | grep -E '^(networkxml2xml|networkport|relaxng)' \
+	  || echo "no conformance figures: the libvirt corpus is not there (set VNETD_LIBVIRT_TESTDATA)"
 
 lint:
 	@out=$$(gofmt -l .); \

@@ -25,9 +25,10 @@ func (w *writer) line(format string, args ...any) {
 	w.b.WriteByte('\n')
 }
 
-// escape is libvirt's virBufferEscapeString for attribute and text values.
+// escape is libvirt's virBufferEscapeString for attribute and text values,
+// plus CR, which XML parsers would otherwise read back as LF.
 func escape(s string) string {
-	if !strings.ContainsAny(s, "<>&'\"") {
+	if !strings.ContainsAny(s, "<>&'\"\r") {
 		return s
 	}
 	var b strings.Builder
@@ -43,6 +44,9 @@ func escape(s string) string {
 			b.WriteString("&apos;")
 		case '"':
 			b.WriteString("&quot;")
+		case '\r':
+			// a raw CR would read back as LF
+			b.WriteString("&#13;")
 		default:
 			b.WriteRune(r)
 		}

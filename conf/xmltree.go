@@ -30,6 +30,7 @@ type node struct {
 	path     string
 	parent   *node
 	scope    map[string]string // prefix -> URI declared on this element
+	seen     map[RawName]int   // repeatable children so far, for path indexes
 }
 
 // nodeItem is a child element or a run of text.
@@ -148,13 +149,11 @@ func readTree(data []byte, root string) (*node, error) {
 				}
 				n.path = cur.path + "/" + qname(n.name)
 				if repeatable[n.name.Local] {
-					idx := 1
-					for _, c := range cur.children {
-						if c.name == n.name {
-							idx++
-						}
+					if cur.seen == nil {
+						cur.seen = map[RawName]int{}
 					}
-					n.path = fmt.Sprintf("%s[%d]", n.path, idx)
+					cur.seen[n.name]++
+					n.path = fmt.Sprintf("%s[%d]", n.path, cur.seen[n.name])
 				}
 				cur.children = append(cur.children, n)
 				cur.items = append(cur.items, nodeItem{child: n})
