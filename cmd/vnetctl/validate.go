@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +17,8 @@ func netValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	status := 0
 	for _, file := range args {
-		if err := validateFile(file); err != nil {
+		n, err := validateFile(file)
+		if err != nil {
 			status = 1
 			problems := conf.Problems(err)
 			fmt.Fprintf(stderr, "%s: invalid (%d %s)\n", file, len(problems), plural(len(problems), "problem", "problems"))
@@ -28,26 +28,33 @@ func netValidate(args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		fmt.Fprintf(stdout, "%s: valid\n", file)
+		// Definable but not startable: say so without failing validation.
+		if err := n.CheckDnsmasqOptions(); err != nil {
+			fmt.Fprintf(stderr, "%s: warning: vnetd will refuse to start this network:\n", file)
+			for _, p := range conf.Problems(err) {
+				fmt.Fprintln(stderr, indent(p.Error(), "  "))
+			}
+		}
 	}
 	return status
 }
 
-func validateFile(file string) error {
+func validateFile(file string) (*conf.Network, error) {
 	f, err := os.Open(file)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.Close()
 	// Read one byte past the limit so Parse can say the input is too large.
 	data, err := io.ReadAll(io.LimitReader(f, conf.MaxInputSize+1))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	n, err := conf.Parse(data)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return errors.Join(n.Validate(), n.CheckDnsmasqOptions())
+	return n, n.Validate()
 }
 
 func plural(n int, one, many string) string {
