@@ -515,17 +515,7 @@ func (d *decoder) forward(n *node) Forward {
 	}
 	f.Managed = d.yesNo(n, "managed") == TristateYes
 	if c := d.one(n, "driver"); c != nil {
-		d.visit(c, []string{"name", "model"}, nil)
-		drv := &HostdevDriver{}
-		if s, ok := c.attr("name"); ok {
-			name, err := parseHostdevDriverName(s)
-			if err != nil {
-				d.errf(c, "attribute name: %v", err)
-			}
-			drv.Name = name
-		}
-		drv.Model, _ = c.attr("model")
-		f.Driver = drv
+		f.Driver = d.hostdevDriver(c)
 	}
 	if c := d.one(n, "nat"); c != nil {
 		f.NAT = d.nat(c)
@@ -584,6 +574,20 @@ func (d *decoder) forward(n *node) Forward {
 		d.errf(n, "the dev attribute cannot be used together with <address> or <pf> elements")
 	}
 	return f
+}
+
+func (d *decoder) hostdevDriver(n *node) *HostdevDriver {
+	d.visit(n, []string{"name", "model"}, nil)
+	drv := &HostdevDriver{}
+	if s, ok := n.attr("name"); ok {
+		name, err := parseHostdevDriverName(s)
+		if err != nil {
+			d.errf(n, "attribute name: %v", err)
+		}
+		drv.Name = name
+	}
+	drv.Model, _ = n.attr("model")
+	return drv
 }
 
 func (d *decoder) pciAddress(n *node) PCIAddress {

@@ -374,17 +374,8 @@ func (ip *IP) format(w *writer) {
 		for _, r := range d.Ranges {
 			formatWithLease(w, fmt.Sprintf("range start='%s' end='%s'", r.Start, r.End), "range", r.Lease)
 		}
-		for _, h := range d.Hosts {
-			var a attrs
-			if h.MAC != nil {
-				a.add("mac", h.MAC.String())
-			}
-			a.opt("id", h.ID)
-			a.opt("name", h.Name)
-			if h.IP.IsValid() {
-				a.add("ip", h.IP.String())
-			}
-			formatWithLease(w, "host"+a.String(), "host", h.Lease)
+		for i := range d.Hosts {
+			formatWithLease(w, "host"+dhcpHostAttrs(&d.Hosts[i]), "host", d.Hosts[i].Lease)
 		}
 		if b := d.BootP; b != nil {
 			var a attrs
@@ -399,6 +390,20 @@ func (ip *IP) format(w *writer) {
 	}
 	w.indent--
 	w.line("</ip>")
+}
+
+// dhcpHostAttrs are a static host's attributes in libvirt's order.
+func dhcpHostAttrs(h *DHCPHost) string {
+	var a attrs
+	if h.MAC != nil {
+		a.add("mac", h.MAC.String())
+	}
+	a.opt("id", h.ID)
+	a.opt("name", h.Name)
+	if h.IP.IsValid() {
+		a.add("ip", h.IP.String())
+	}
+	return a.String()
 }
 
 func formatWithLease(w *writer, open, elem string, l *Lease) {

@@ -264,17 +264,7 @@ func (d *decoder) plug(n *node) Plug {
 		d.visit(n, []string{"type", "managed"}, []string{"driver", "address"})
 		pl.Managed = d.yesNo(n, "managed")
 		if c := d.one(n, "driver"); c != nil {
-			d.visit(c, []string{"name", "model"}, nil)
-			drv := &HostdevDriver{}
-			if s, ok := c.attr("name"); ok {
-				name, err := parseHostdevDriverName(s)
-				if err != nil {
-					d.errf(c, "attribute name: %v", err)
-				}
-				drv.Name = name
-			}
-			drv.Model, _ = c.attr("model")
-			pl.Driver = drv
+			pl.Driver = d.hostdevDriver(c)
 		}
 		if c := d.one(n, "address"); c != nil {
 			// networkport.rng's address has no type attribute: it is PCI.

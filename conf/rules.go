@@ -642,15 +642,22 @@ func (v *VLAN) rules(p *problems, path string) {
 	}
 }
 
+type direction struct {
+	name string
+	r    *Rate
+}
+
+// directions are the two rates with their element names.
+func (b *Bandwidth) directions() []direction {
+	return []direction{{"inbound", b.Inbound}, {"outbound", b.Outbound}}
+}
+
 // rules checks a <bandwidth>; floor is only for ports.
 func (b *Bandwidth) rules(p *problems, path string, port bool) {
 	if b.ClassID != 0 && !port {
 		p.add(path, "classID is only for network ports")
 	}
-	for _, dir := range []struct {
-		name string
-		r    *Rate
-	}{{"inbound", b.Inbound}, {"outbound", b.Outbound}} {
+	for _, dir := range b.directions() {
 		r := dir.r
 		if r == nil {
 			continue

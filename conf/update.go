@@ -301,20 +301,6 @@ func hostFamily(h *DHCPHost) int {
 
 func describeDHCPHost(h *DHCPHost) string { return "<host" + dhcpHostAttrs(h) + "/>" }
 
-// dhcpHostAttrs are the identifying attributes the snippet gives.
-func dhcpHostAttrs(h *DHCPHost) string {
-	var a attrs
-	if h.MAC != nil {
-		a.add("mac", h.MAC.String())
-	}
-	a.opt("id", h.ID)
-	a.opt("name", h.Name)
-	if h.IP.IsValid() {
-		a.add("ip", h.IP.String())
-	}
-	return a.String()
-}
-
 // sameHost is the match of ADD (a duplicate) and MODIFY (the entry to
 // replace): the same MAC, the same name or the same IP.
 func sameHost(snip, h *DHCPHost) bool {

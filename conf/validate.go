@@ -149,10 +149,7 @@ func (n *Network) bridgeNameRules(p *problems) {
 
 // limits checks rates against what tc can take.
 func (b *Bandwidth) limits(p *problems, path string) {
-	for _, dir := range []struct {
-		name string
-		r    *Rate
-	}{{"inbound", b.Inbound}, {"outbound", b.Outbound}} {
+	for _, dir := range b.directions() {
 		r := dir.r
 		if r == nil {
 			continue
