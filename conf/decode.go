@@ -241,7 +241,9 @@ func parseMAC(s string) (net.HardwareAddr, error) {
 
 // Parse decodes a <network> document and applies libvirt's parse-time rules
 // (libvirt-behavior.md §1a). It reports every problem it finds, each naming
-// its element path and line. Define-time rules are Validate's.
+// its element path and line. Define-time rules are Validate's. A missing
+// <uuid> stays zero: ApplyDefaults generates one, and a redefinition without
+// one keeps the UUID of the network it replaces.
 func Parse(data []byte) (*Network, error) {
 	root, err := readTree(data, "network")
 	if err != nil {
@@ -251,9 +253,6 @@ func Parse(data []byte) (*Network, error) {
 	n := d.network(root)
 	if len(d.list) > 0 {
 		return nil, d.err()
-	}
-	if n.UUID == (uuid.UUID{}) {
-		n.UUID = uuid.New()
 	}
 	if err := d.withLines(n.parseRules()); err != nil {
 		return nil, err

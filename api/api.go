@@ -1,0 +1,68 @@
+// Package api holds the wire types of vnetd's control API (HTTP + JSON on a
+// unix socket, documented in docs/api.md), shared by the daemon and its Go
+// client.
+package api
+
+import "fmt"
+
+// Version is the API path prefix.
+const Version = "v1"
+
+// NetworkInfo is what net-list and net-info show.
+type NetworkInfo struct {
+	Name       string `json:"name"`
+	UUID       string `json:"uuid"`
+	Active     bool   `json:"active"`
+	Persistent bool   `json:"persistent"`
+	Autostart  bool   `json:"autostart"`
+	Bridge     string `json:"bridge,omitempty"`
+	Mode       string `json:"mode"`
+}
+
+// UpdateRequest is a net-update.
+type UpdateRequest struct {
+	Command     string `json:"command"` // modify, delete, add-first, add-last (add)
+	Section     string `json:"section"` // ip-dhcp-host, ip-dhcp-range, forward-interface, portgroup, dns-host, dns-txt, dns-srv
+	ParentIndex int    `json:"parentIndex"`
+	XML         string `json:"xml"`
+	Live        bool   `json:"live"`   // the running network
+	Config      bool   `json:"config"` // the persistent definition; neither: live if active, else config
+}
+
+// UpdateResult says what an update changed.
+type UpdateResult struct {
+	Live   bool `json:"live"`
+	Config bool `json:"config"`
+}
+
+// AutostartRequest sets a network's autostart flag.
+type AutostartRequest struct {
+	Autostart bool `json:"autostart"`
+}
+
+// Error codes: stable, for programs; the message is for people.
+const (
+	CodeInvalidRequest    = "invalid_request"    // malformed request body or parameters
+	CodeInvalidDefinition = "invalid_definition" // the network XML fails to parse or validate
+	CodeNotFound          = "not_found"          // no such network
+	CodeConflict          = "conflict"           // duplicate name/uuid, bridge in use, already active
+	CodeNotActive         = "not_active"         // the operation needs a running network
+	CodeUnsupported       = "unsupported"        // a section or command vnetd (like libvirt) cannot update
+	CodeOperationFailed   = "operation_failed"   // the host refused (netlink, nftables, filesystem)
+)
+
+// Error is the body of every failed request.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Network string `json:"network,omitempty"`
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s (%s)", e.Message, e.Code)
+}
+
+// ErrorBody wraps Error in responses: {"error": {...}}.
+type ErrorBody struct {
+	Error *Error `json:"error"`
+}

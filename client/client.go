@@ -1,0 +1,146 @@
+// Package client is the Go client of vnetd's control API: what vnetctl uses
+// and what programs embedding vnetd's control import.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/vnetd/vnetd/api"
+)
+
+// DefaultSocket is where vnetd listens unless told otherwise.
+const DefaultSocket = "/run/vnetd/vnetd.sock"
+
+// Client talks to one vnetd over its unix socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// New returns a client for the daemon listening on socket.
+func New(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}
+	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}
+}
+
+// do sends a request and decodes a JSON answer into out (when not nil). An
+// API error comes back as *api.Error.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, contentType string, body []byte, out any) ([]byte, error) {
+	u := "http://vnetd/" + api.Version + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("vnetd at %s: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("vnetd at %s: reading answer: %w", c.socket, err)
+	}
+	if resp.StatusCode >= 300 {
+		var eb api.ErrorBody
+		if json.Unmarshal(data, &eb) == nil && eb.Error != nil {
+			return nil, eb.Error
+		}
+		return nil, fmt.Errorf("vnetd at %s: %s: %s", c.socket, resp.Status, bytes.TrimSpace(data))
+	}
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := json.Unmarshal(data, out); err != nil {
+			return nil, fmt.Errorf("vnetd at %s: decoding answer: %w", c.socket, err)
+		}
+	}
+	return data, nil
+}
+
+func networkPath(id string, rest string) string {
+	return "/networks/" + url.PathEscape(id) + rest
+}
+
+// List returns the running networks, or all known ones with all.
+func (c *Client) List(ctx context.Context, all bool) ([]api.NetworkInfo, error) {
+	var out []api.NetworkInfo
+	_, err := c.do(ctx, http.MethodGet, "/networks", url.Values{"all": {strconv.FormatBool(all)}}, "", nil, &out)
+	return out, err
+}
+
+// Define stores a persistent network definition.
+func (c *Client) Define(ctx context.Context, xml []byte) (api.NetworkInfo, error) {
+	var out api.NetworkInfo
+	_, err := c.do(ctx, http.MethodPost, "/networks", nil, "application/xml", xml, &out)
+	return out, err
+}
+
+// Create starts a transient network.
+func (c *Client) Create(ctx context.Context, xml []byte) (api.NetworkInfo, error) {
+	var out api.NetworkInfo
+	_, err := c.do(ctx, http.MethodPost, "/networks", url.Values{"transient": {"true"}}, "application/xml", xml, &out)
+	return out, err
+}
+
+// Info describes a network given by name or UUID.
+func (c *Client) Info(ctx context.Context, id string) (api.NetworkInfo, error) {
+	var out api.NetworkInfo
+	_, err := c.do(ctx, http.MethodGet, networkPath(id, ""), nil, "", nil, &out)
+	return out, err
+}
+
+// Undefine removes a persistent definition.
+func (c *Client) Undefine(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, networkPath(id, ""), nil, "", nil, nil)
+	return err
+}
+
+// Start brings a defined network up.
+func (c *Client) Start(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodPost, networkPath(id, "/start"), nil, "", nil, nil)
+	return err
+}
+
+// Destroy takes a running network down.
+func (c *Client) Destroy(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodPost, networkPath(id, "/destroy"), nil, "", nil, nil)
+	return err
+}
+
+// SetAutostart marks or unmarks a network to start with vnetd.
+func (c *Client) SetAutostart(ctx context.Context, id string, on bool) error {
+	body, _ := json.Marshal(api.AutostartRequest{Autostart: on})
+	_, err := c.do(ctx, http.MethodPut, networkPath(id, "/autostart"), nil, "application/json", body, nil)
+	return err
+}
+
+// XML returns a network's XML: live view, or the persistent one with inactive.
+func (c *Client) XML(ctx context.Context, id string, inactive bool) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, networkPath(id, "/xml"), url.Values{"inactive": {strconv.FormatBool(inactive)}}, "", nil, nil)
+}
+
+// Update applies a net-update.
+func (c *Client) Update(ctx context.Context, id string, req api.UpdateRequest) (api.UpdateResult, error) {
+	var out api.UpdateResult
+	body, _ := json.Marshal(req)
+	_, err := c.do(ctx, http.MethodPost, networkPath(id, "/update"), nil, "application/json", body, &out)
+	return out, err
+}

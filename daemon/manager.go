@@ -1,0 +1,639 @@
+// Package daemon is vnetd's orchestration: it keeps the persistent
+// definitions and the live state, turns definitions into running networks
+// through the dataplane and the firewall, adopts networks left running by a
+// previous vnetd, and serves the control API.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/vnetd/vnetd/api"
+	"github.com/vnetd/vnetd/conf"
+)
+
+// Host is the link layer of the namespace vnetd manages: bridges, addresses,
+// routes and sysctls (dataplane.Dataplane). An interface because the
+// orchestration is tested without root against a fake.
+type Host interface {
+	LinkExists(name string) (bool, error)
+	Start(n *conf.Network) (ifindex int, err error)
+	Stop(n *conf.Network) error
+	Adopt(n *conf.Network, ifindex int) error
+}
+
+// Firewall installs a network's forwarding and NAT rules (firewall.Firewall
+// over nftables).
+type Firewall interface {
+	Apply(n *conf.Network, ifindex int) error
+	Remove(n *conf.Network) error
+	// Check reports whether the network's rules are installed unchanged.
+	Check(n *conf.Network, ifindex int) (bool, error)
+}
+
+// Config is what a Manager needs.
+type Config struct {
+	ConfigDir string // persistent definitions (conf.Store)
+	StateDir  string // live state (embedded database)
+	Host      Host
+	Firewall  Firewall
+	Log       *slog.Logger
+}
+
+// Manager owns every network of one vnetd. Its methods are safe for
+// concurrent use; lifecycle operations are serialised, as they change the
+// host.
+type Manager struct {
+	cfg   Config
+	log   *slog.Logger
+	store *conf.Store
+	state *stateDB
+
+	mu     sync.Mutex
+	active map[string]*running // by network name
+}
+
+// running is a network that is up on the host.
+type running struct {
+	net       *conf.Network // the live definition
+	ifindex   int
+	transient bool
+	started   time.Time
+}
+
+// Open loads the definitions and adopts the networks a previous vnetd left
+// running; it does not start autostart networks (Autostart does).
+func Open(cfg Config) (*Manager, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	store, err := conf.OpenStore(cfg.ConfigDir)
+	if err != nil {
+		return nil, err
+	}
+	state, err := openState(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, log: cfg.Log, store: store, state: state, active: map[string]*running{}}
+	if err := m.adopt(); err != nil {
+		state.close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close releases the state database. Running networks stay up.
+func (m *Manager) Close() error { return m.state.close() }
+
+// adopt takes over the networks recorded as running: the bridge must still be
+// there with the same ifindex; addresses, routes and firewall rules are
+// repaired where they drifted, never recreated blindly. A start that a crash
+// interrupted is rolled back.
+func (m *Manager) adopt() error {
+	records, err := m.state.all()
+	if err != nil {
+		return err
+	}
+	for _, r := range records {
+		log := m.log.With("network", r.Name)
+		n, err := conf.Parse([]byte(r.XML))
+		if err != nil {
+			log.Error("live state unreadable; forgetting the network", "err", err)
+			m.state.delete(r.Name)
+			continue
+		}
+		if r.Phase != PhaseRunning {
+			log.Warn("rolling back a start interrupted by a crash")
+			m.teardown(n)
+			m.state.delete(r.Name)
+			continue
+		}
+		if err := m.cfg.Host.Adopt(n, r.IfIndex); err != nil {
+			log.Warn("network no longer running on the host; cleaning up and forgetting it", "err", err)
+			m.teardown(n)
+			m.state.delete(r.Name)
+			continue
+		}
+		if ok, err := m.cfg.Firewall.Check(n, r.IfIndex); err != nil || !ok {
+			if err := m.cfg.Firewall.Apply(n, r.IfIndex); err != nil {
+				log.Error("restoring firewall rules of an adopted network", "err", err)
+			} else {
+				log.Info("firewall rules of an adopted network restored")
+			}
+		}
+		m.active[n.Name] = &running{net: n, ifindex: r.IfIndex, transient: r.Transient, started: r.Started}
+		log.Info("adopted running network", "bridge", n.Bridge.Name, "ifindex", r.IfIndex)
+	}
+	return nil
+}
+
+// teardown removes whatever a network may have on the host; errors are
+// logged, as this runs on paths that are already failing.
+func (m *Manager) teardown(n *conf.Network) {
+	if err := m.cfg.Firewall.Remove(n); err != nil {
+		m.log.Warn("removing firewall rules", "network", n.Name, "err", err)
+	}
+	if err := m.cfg.Host.Stop(n); err != nil {
+		m.log.Warn("removing bridge", "network", n.Name, "err", err)
+	}
+}
+
+// Autostart starts the autostart networks that are not running. One failing
+// network does not keep the others down.
+func (m *Manager) Autostart() error {
+	defs, err := m.store.List()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range defs {
+		on, err := m.store.Autostart(n.Name)
+		if err != nil || !on {
+			continue
+		}
+		m.mu.Lock()
+		_, up := m.active[n.Name]
+		m.mu.Unlock()
+		if up {
+			continue
+		}
+		if err := m.Start(n.Name); err != nil {
+			m.log.Error("autostart failed", "network", n.Name, "err", err)
+			errs = append(errs, err)
+		} else {
+			m.log.Info("autostarted", "network", n.Name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// opError carries an API error code with the error.
+type opError struct {
+	code    string
+	network string
+	err     error
+}
+
+func (e *opError) Error() string { return e.err.Error() }
+func (e *opError) Unwrap() error { return e.err }
+
+func fail(code, network string, err error) error {
+	return &opError{code: code, network: network, err: err}
+}
+
+func failf(code, network, format string, args ...any) error {
+	return fail(code, network, fmt.Errorf(format, args...))
+}
+
+// APIError turns an error of the Manager into the API's error body.
+func APIError(err error) *api.Error {
+	var oe *opError
+	if errors.As(err, &oe) {
+		return &api.Error{Code: oe.code, Message: oe.err.Error(), Network: oe.network}
+	}
+	return &api.Error{Code: api.CodeOperationFailed, Message: err.Error()}
+}
+
+// lookup finds a network by name or UUID: the live definition if it runs,
+// else the persistent one. persistent reports whether a definition is stored.
+func (m *Manager) lookup(id string) (n *conf.Network, r *running, persistent bool, err error) {
+	if r, ok := m.active[id]; ok {
+		_, err := m.store.Lookup(id)
+		return r.net, r, err == nil, nil
+	}
+	if u, perr := uuid.Parse(id); perr == nil {
+		for _, r := range m.active {
+			if r.net.UUID == u {
+				_, err := m.store.Lookup(r.net.Name)
+				return r.net, r, err == nil, nil
+			}
+		}
+		def, err := m.store.LookupUUID(u)
+		if err == nil {
+			return def, nil, true, nil
+		}
+	}
+	def, err := m.store.Lookup(id)
+	if err != nil {
+		if errors.Is(err, conf.ErrNotFound) {
+			return nil, nil, false, failf(api.CodeNotFound, id, "network %q not found", id)
+		}
+		return nil, nil, false, fail(api.CodeInvalidRequest, id, err)
+	}
+	return def, nil, true, nil
+}
+
+// prepare parses, validates and completes a definition the way libvirt's
+// define and create do, checking it against the known networks.
+func (m *Manager) prepare(xml []byte) (*conf.Network, error) {
+	n, err := conf.Parse(xml)
+	if err != nil {
+		return nil, fail(api.CodeInvalidDefinition, "", err)
+	}
+	if err := conf.ValidateName(n.Name); err != nil {
+		return nil, fail(api.CodeInvalidDefinition, n.Name, err)
+	}
+	if err := n.Validate(); err != nil {
+		return nil, fail(api.CodeInvalidDefinition, n.Name, err)
+	}
+	known, err := m.known()
+	if err != nil {
+		return nil, fail(api.CodeOperationFailed, n.Name, err)
+	}
+	var others []*conf.Network
+	for _, o := range known {
+		switch {
+		case o.Name == n.Name && n.UUID == (uuid.UUID{}):
+			n.UUID = o.UUID // a redefinition without <uuid> keeps the network's
+		case o.Name == n.Name && o.UUID != n.UUID:
+			return nil, failf(api.CodeConflict, n.Name, "network %q is already defined with uuid %s", n.Name, o.UUID)
+		case o.Name != n.Name && o.UUID == n.UUID:
+			return nil, failf(api.CodeConflict, n.Name, "network with uuid %s is already defined as %q", n.UUID, o.Name)
+		}
+		if o.Name != n.Name {
+			others = append(others, o)
+		}
+	}
+	if err := n.ApplyDefaults(conf.DefineContext{Others: others, LinkExists: m.cfg.Host.LinkExists}); err != nil {
+		var fe *conf.FieldError
+		if errors.As(err, &fe) {
+			return nil, fail(api.CodeConflict, n.Name, err)
+		}
+		return nil, fail(api.CodeOperationFailed, n.Name, err)
+	}
+	return n, nil
+}
+
+// known is every network vnetd knows: the definitions and the running
+// (possibly transient) networks.
+func (m *Manager) known() ([]*conf.Network, error) {
+	defs, err := m.store.List()
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, d := range defs {
+		seen[d.Name] = true
+	}
+	for name, r := range m.active {
+		if !seen[name] {
+			defs = append(defs, r.net)
+		}
+	}
+	return defs, nil
+}
+
+// Define stores a persistent definition (virsh net-define). A running network
+// keeps its live definition until it is restarted.
+func (m *Manager) Define(xml []byte) (*conf.Network, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, err := m.prepare(xml)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.store.Define(n); err != nil {
+		return nil, fail(api.CodeOperationFailed, n.Name, err)
+	}
+	m.log.Info("defined", "network", n.Name, "uuid", n.UUID)
+	return n, nil
+}
+
+// Create starts a transient network that has no persistent definition
+// (virsh net-create).
+func (m *Manager) Create(xml []byte) (*conf.Network, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, err := m.prepare(xml)
+	if err != nil {
+		return nil, err
+	}
+	if _, up := m.active[n.Name]; up {
+		return nil, failf(api.CodeConflict, n.Name, "network %q is already active", n.Name)
+	}
+	if err := m.start(n, true); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Undefine removes the persistent definition; a running network goes on as
+// a transient one, as in libvirt.
+func (m *Manager) Undefine(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, r, persistent, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	if !persistent {
+		return failf(api.CodeInvalidRequest, n.Name, "network %q is transient: nothing to undefine", n.Name)
+	}
+	if err := m.store.Undefine(n.Name); err != nil {
+		return fail(api.CodeOperationFailed, n.Name, err)
+	}
+	if r != nil {
+		r.transient = true
+		if err := m.saveRunning(r); err != nil {
+			return err
+		}
+	}
+	m.log.Info("undefined", "network", n.Name)
+	return nil
+}
+
+// Start brings a defined network up (virsh net-start).
+func (m *Manager) Start(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, r, _, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	if r != nil {
+		return failf(api.CodeConflict, n.Name, "network %q is already active", n.Name)
+	}
+	return m.start(n, false)
+}
+
+func (m *Manager) start(n *conf.Network, transient bool) error {
+	log := m.log.With("network", n.Name)
+	if err := n.Validate(); err != nil {
+		return fail(api.CodeInvalidDefinition, n.Name, err)
+	}
+	if err := n.CheckDnsmasqOptions(); err != nil {
+		return fail(api.CodeInvalidDefinition, n.Name, err)
+	}
+	if !n.Forward.Mode.Managed() {
+		return failf(api.CodeUnsupported, n.Name, "network %q: forward mode '%s' (a device pool) cannot be started by this vnetd yet", n.Name, n.Forward.Mode)
+	}
+	if n.Bridge.Name == "" {
+		return failf(api.CodeInvalidDefinition, n.Name, "network %q has no bridge name", n.Name)
+	}
+	began := time.Now()
+	rec := &liveRecord{Name: n.Name, Phase: PhaseStarting, XML: string(n.Format(0)), Transient: transient, Bridge: n.Bridge.Name, Started: began}
+	// Recorded before the first host change: a crash from here on is rolled
+	// back by the next vnetd.
+	if err := m.state.put(rec); err != nil {
+		return fail(api.CodeOperationFailed, n.Name, fmt.Errorf("network %q: recording start: %w", n.Name, err))
+	}
+	ifindex, err := m.cfg.Host.Start(n)
+	if err != nil {
+		m.state.delete(n.Name)
+		return fail(api.CodeOperationFailed, n.Name, err)
+	}
+	if err := m.cfg.Firewall.Apply(n, ifindex); err != nil {
+		m.teardown(n)
+		m.state.delete(n.Name)
+		return fail(api.CodeOperationFailed, n.Name, err)
+	}
+	r := &running{net: n, ifindex: ifindex, transient: transient, started: began}
+	if err := m.saveRunning(r); err != nil {
+		m.teardown(n)
+		m.state.delete(n.Name)
+		return err
+	}
+	m.active[n.Name] = r
+	log.Info("started", "bridge", n.Bridge.Name, "ifindex", ifindex, "took", time.Since(began))
+	return nil
+}
+
+func (m *Manager) saveRunning(r *running) error {
+	rec := &liveRecord{Name: r.net.Name, Phase: PhaseRunning, XML: string(r.net.Format(0)), Transient: r.transient,
+		Bridge: r.net.Bridge.Name, IfIndex: r.ifindex, Started: r.started}
+	if err := m.state.put(rec); err != nil {
+		return fail(api.CodeOperationFailed, r.net.Name, fmt.Errorf("network %q: recording live state: %w", r.net.Name, err))
+	}
+	return nil
+}
+
+// Destroy takes a running network down (virsh net-destroy): rules removed,
+// bridge deleted. A transient network is gone afterwards.
+func (m *Manager) Destroy(id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, r, _, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	if r == nil {
+		return failf(api.CodeNotActive, n.Name, "network %q is not active", n.Name)
+	}
+	began := time.Now()
+	var errs []error
+	if err := m.cfg.Firewall.Remove(n); err != nil {
+		errs = append(errs, err)
+	}
+	if err := m.cfg.Host.Stop(n); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		// Still running in part: keep it so destroy can be retried.
+		return fail(api.CodeOperationFailed, n.Name, err)
+	}
+	delete(m.active, n.Name)
+	if err := m.state.delete(n.Name); err != nil {
+		return fail(api.CodeOperationFailed, n.Name, err)
+	}
+	m.log.Info("destroyed", "network", n.Name, "took", time.Since(began))
+	return nil
+}
+
+// SetAutostart marks a persistent network to start with vnetd.
+func (m *Manager) SetAutostart(id string, on bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, _, persistent, err := m.lookup(id)
+	if err != nil {
+		return err
+	}
+	if !persistent {
+		return failf(api.CodeInvalidRequest, n.Name, "network %q is transient: it cannot autostart", n.Name)
+	}
+	if err := m.store.SetAutostart(n.Name, on); err != nil {
+		return fail(api.CodeOperationFailed, n.Name, err)
+	}
+	return nil
+}
+
+// List describes every known network, sorted by name.
+func (m *Manager) List() ([]api.NetworkInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	defs, err := m.store.List()
+	if err != nil {
+		return nil, fail(api.CodeOperationFailed, "", err)
+	}
+	var out []api.NetworkInfo
+	seen := map[string]bool{}
+	for _, d := range defs {
+		seen[d.Name] = true
+		out = append(out, m.info(d, m.active[d.Name], true))
+	}
+	for name, r := range m.active {
+		if !seen[name] {
+			out = append(out, m.info(r.net, r, false))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Info describes one network.
+func (m *Manager) Info(id string) (api.NetworkInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, r, persistent, err := m.lookup(id)
+	if err != nil {
+		return api.NetworkInfo{}, err
+	}
+	return m.info(n, r, persistent), nil
+}
+
+func (m *Manager) info(n *conf.Network, r *running, persistent bool) api.NetworkInfo {
+	info := api.NetworkInfo{Name: n.Name, UUID: n.UUID.String(), Active: r != nil, Persistent: persistent,
+		Bridge: n.Bridge.Name, Mode: n.Forward.Mode.String()}
+	if r != nil {
+		info.Bridge = r.net.Bridge.Name
+	}
+	if persistent {
+		info.Autostart, _ = m.store.Autostart(n.Name)
+	}
+	return info
+}
+
+// XML is the network's XML: the live view of a running network, else (or
+// with inactive) the persistent definition.
+func (m *Manager) XML(id string, inactive bool) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n, r, persistent, err := m.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	if r != nil && inactive {
+		if persistent {
+			def, err := m.store.Lookup(n.Name)
+			if err != nil {
+				return nil, fail(api.CodeOperationFailed, n.Name, err)
+			}
+			return def.Format(conf.FormatInactive), nil
+		}
+		return n.Format(conf.FormatInactive), nil
+	}
+	if r != nil {
+		return n.Format(0), nil
+	}
+	return n.Format(conf.FormatInactive), nil
+}
+
+// Update applies a net-update to the live network, the persistent
+// definition, or both; the result must validate, and nothing changes unless
+// every part succeeds.
+func (m *Manager) Update(id string, req api.UpdateRequest) (api.UpdateResult, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var res api.UpdateResult
+	cmd, err := conf.ParseUpdateCommand(req.Command)
+	if err != nil {
+		return res, fail(api.CodeInvalidRequest, id, err)
+	}
+	section, err := conf.ParseUpdateSection(req.Section)
+	if err != nil {
+		return res, fail(api.CodeInvalidRequest, id, err)
+	}
+	n, r, persistent, err := m.lookup(id)
+	if err != nil {
+		return res, err
+	}
+	live, config := req.Live, req.Config
+	if !live && !config {
+		live, config = r != nil, r == nil
+	}
+	if live && r == nil {
+		return res, failf(api.CodeNotActive, n.Name, "network %q is not active: its live state cannot be updated", n.Name)
+	}
+	if config && !persistent {
+		return res, failf(api.CodeInvalidRequest, n.Name, "network %q is transient: it has no persistent config to update", n.Name)
+	}
+	apply := func(base *conf.Network) (*conf.Network, error) {
+		next := base.Clone()
+		if err := next.Update(cmd, section, req.ParentIndex, []byte(req.XML)); err != nil {
+			if errors.Is(err, conf.ErrUpdateUnsupported) {
+				return nil, fail(api.CodeUnsupported, n.Name, err)
+			}
+			return nil, fail(api.CodeInvalidDefinition, n.Name, err)
+		}
+		if err := next.Validate(); err != nil {
+			return nil, fail(api.CodeInvalidDefinition, n.Name, fmt.Errorf("network %q after %s %s: %w", n.Name, cmd, section, err))
+		}
+		return next, nil
+	}
+	var nextLive, nextConfig *conf.Network
+	if live {
+		if nextLive, err = apply(r.net); err != nil {
+			return res, err
+		}
+	}
+	if config {
+		def, err := m.store.Lookup(n.Name)
+		if err != nil {
+			return res, fail(api.CodeOperationFailed, n.Name, err)
+		}
+		if nextConfig, err = apply(def); err != nil {
+			return res, err
+		}
+	}
+	if nextLive != nil {
+		switch section {
+		case conf.SectionIPDHCPHost, conf.SectionIPDHCPRange, conf.SectionForwardInterface:
+			// libvirt re-applies the firewall for these sections.
+			if err := m.cfg.Firewall.Apply(nextLive, r.ifindex); err != nil {
+				return res, fail(api.CodeOperationFailed, n.Name, err)
+			}
+		}
+		old := r.net
+		r.net = nextLive
+		if err := m.saveRunning(r); err != nil {
+			r.net = old
+			return res, err
+		}
+		res.Live = true
+	}
+	if nextConfig != nil {
+		if _, err := m.store.Define(nextConfig); err != nil {
+			return res, fail(api.CodeOperationFailed, n.Name, err)
+		}
+		res.Config = true
+	}
+	m.log.Info("updated", "network", n.Name, "command", cmd.String(), "section", section.String(), "live", res.Live, "config", res.Config)
+	return res, nil
+}
+
+// Reconcile checks every running network's firewall rules and restores the
+// ones changed outside vnetd (a flushed ruleset, a deleted rule). It returns
+// how many networks it restored.
+func (m *Manager) Reconcile() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	restored := 0
+	for name, r := range m.active {
+		ok, err := m.cfg.Firewall.Check(r.net, r.ifindex)
+		if err == nil && ok {
+			continue
+		}
+		if err := m.cfg.Firewall.Apply(r.net, r.ifindex); err != nil {
+			m.log.Error("restoring firewall rules", "network", name, "err", err)
+			continue
+		}
+		restored++
+		m.log.Warn("firewall rules were changed outside vnetd; restored", "network", name)
+	}
+	return restored
+}

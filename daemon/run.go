@@ -1,0 +1,190 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Options are vnetd's command-line settings.
+type Options struct {
+	ConfigDir   string // persistent definitions
+	StateDir    string // live state database
+	RunDir      string // lock file
+	Socket      string // control API socket
+	SocketGroup string // group allowed on the socket (mode 0660); empty: root only (0600)
+	// ReconcileInterval is how often firewall rules are checked besides the
+	// nftables events; 0 means 5 s.
+	ReconcileInterval time.Duration
+	Log               *slog.Logger
+}
+
+// Run serves vnetd until ctx is cancelled. Running networks are adopted at
+// start and left running at exit: only net-destroy takes a network down, and
+// the kernel keeps bridging, routing and NATing while vnetd is away.
+func Run(ctx context.Context, opt Options, host Host, fw Firewall) error {
+	log := opt.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	unlock, err := lockRunDir(opt.RunDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	began := time.Now()
+	m, err := Open(Config{ConfigDir: opt.ConfigDir, StateDir: opt.StateDir, Host: host, Firewall: fw, Log: log})
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.Autostart(); err != nil {
+		log.Warn("some autostart networks did not start", "err", err)
+	}
+
+	ln, err := listenSocket(opt.Socket, opt.SocketGroup)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: Handler(m, log), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("vnetd ready", "socket", opt.Socket, "startup", time.Since(began))
+
+	interval := opt.ReconcileInterval
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	reconcileDone := make(chan struct{})
+	go func() {
+		defer close(reconcileDone)
+		reconcileLoop(ctx, m, fw, interval, log)
+	}()
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			log.Error("control API stopped", "err", err)
+		}
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdownCtx)
+	<-reconcileDone
+	os.Remove(opt.Socket)
+	log.Info("vnetd stopped; networks left running")
+	return nil
+}
+
+// watcher is implemented by firewalls that report ruleset changes as they
+// happen (nftables netlink events).
+type watcher interface {
+	Watch(ctx context.Context, changed func()) error
+}
+
+// reconcileLoop restores firewall rules that someone flushed or edited: at
+// once when the firewall reports a change, and every interval otherwise.
+func reconcileLoop(ctx context.Context, m *Manager, fw Firewall, interval time.Duration, log *slog.Logger) {
+	kick := make(chan struct{}, 1)
+	if w, ok := fw.(watcher); ok {
+		go func() {
+			err := w.Watch(ctx, func() {
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			})
+			if err != nil && ctx.Err() == nil {
+				log.Warn("nftables events unavailable; checking rules periodically only", "err", err)
+			}
+		}()
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-kick:
+			// let a burst of events (our own batch included) settle
+			time.Sleep(100 * time.Millisecond)
+		}
+		m.Reconcile()
+	}
+}
+
+// lockRunDir takes the run dir's lock so only one vnetd manages a host.
+func lockRunDir(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("run dir: %w", err)
+	}
+	path := filepath.Join(dir, "vnetd.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another vnetd is already running with run dir %s (lock %s is held)", dir, path)
+		}
+		return nil, fmt.Errorf("lock file %s: %w", path, err)
+	}
+	f.Truncate(0)
+	fmt.Fprintf(f, "%d\n", os.Getpid())
+	return func() { f.Close() }, nil
+}
+
+// listenSocket opens the control socket, replacing a stale one (the lock
+// proves no other vnetd uses it), mode 0600 or 0660 for group.
+func listenSocket(path, group string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	mode := os.FileMode(0o600)
+	if group != "" {
+		gid, err := lookupGroup(group)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		if err := os.Chown(path, 0, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("control socket group: %w", err)
+		}
+		mode = 0o660
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket mode: %w", err)
+	}
+	return ln, nil
+}
+
+func lookupGroup(name string) (int, error) {
+	if gid, err := strconv.Atoi(name); err == nil {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, fmt.Errorf("socket group %q: %w", name, err)
+	}
+	return strconv.Atoi(g.Gid)
+}
