@@ -38,10 +38,17 @@ func (ip *IP) PrefixLen() (int, error) {
 		return netmaskBits(ip.Netmask)
 	case ip.Prefix > 0:
 		return int(ip.Prefix), nil
-	case ip.Address.Is6():
+	}
+	return defaultPrefixLen(ip.Address)
+}
+
+// defaultPrefixLen is libvirt's prefix for an address given without one:
+// classful for IPv4 (A/B/C), 64 for IPv6.
+func defaultPrefixLen(a netip.Addr) (int, error) {
+	if a.Is6() {
 		return 64, nil
 	}
-	first := ip.Address.As4()[0]
+	first := a.As4()[0]
 	switch {
 	case first < 128:
 		return 8, nil
@@ -50,7 +57,7 @@ func (ip *IP) PrefixLen() (int, error) {
 	case first < 224:
 		return 24, nil
 	}
-	return 0, fmt.Errorf("address %s is class D or E: give a netmask or prefix", ip.Address)
+	return 0, fmt.Errorf("address %s is class D or E: give a netmask or prefix", a)
 }
 
 func netmaskBits(mask netip.Addr) (int, error) {
@@ -462,7 +469,6 @@ func (n *Network) routeRules(p *problems, i int) {
 		p.add(path, "address and gateway are both required")
 		return
 	}
-	bits := 0
 	switch r.Family {
 	case "", "ipv4":
 		if !r.Address.Is4() || !r.Gateway.Is4() {
@@ -478,17 +484,9 @@ func (n *Network) routeRules(p *problems, i int) {
 				p.add(path, "cannot have both a prefix and a netmask")
 				return
 			}
-			nb, err := netmaskBits(r.Netmask)
-			if err != nil {
-				p.add(path, "%v", err)
-				return
-			}
-			bits = nb
 		} else if r.Prefix > 32 {
 			p.add(path, "prefix %d is over 32 for IPv4", r.Prefix)
 			return
-		} else {
-			bits = int(r.Prefix)
 		}
 	case "ipv6":
 		if !r.Address.Is6() || !r.Gateway.Is6() {
@@ -503,13 +501,17 @@ func (n *Network) routeRules(p *problems, i int) {
 			p.add(path, "prefix %d is over 128 for IPv6", r.Prefix)
 			return
 		}
-		bits = int(r.Prefix)
 	default:
 		p.add(path, "unknown family %q (ipv4 or ipv6)", r.Family)
 		return
 	}
-	if pfx, _ := r.Address.Prefix(bits); pfx.Addr() != r.Address {
-		p.add(path, "address %s is not a network address for prefix %d (host bits set)", r.Address, bits)
+	dest, err := r.RoutePrefix()
+	if err != nil {
+		p.add(path, "%v", err)
+		return
+	}
+	if dest.Addr() != r.Address {
+		p.add(path, "address %s is not a network address for prefix %d (host bits set)", r.Address, dest.Bits())
 	}
 	for j := range n.IPs {
 		subnet, err := n.IPs[j].Subnet()
@@ -520,11 +522,19 @@ func (n *Network) routeRules(p *problems, i int) {
 	p.add(path, "unreachable static route gateway %s: it is in none of the network's <ip> subnets", r.Gateway)
 }
 
-// RoutePrefix is the route's destination network.
+// RoutePrefix is the route's destination network: address with the netmask,
+// the prefix, or libvirt's default prefix for the address.
 func (r *Route) RoutePrefix() (netip.Prefix, error) {
 	bits := int(r.Prefix)
-	if r.Netmask.IsValid() {
+	switch {
+	case r.Netmask.IsValid():
 		b, err := netmaskBits(r.Netmask)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		bits = b
+	case !r.HasPrefix:
+		b, err := defaultPrefixLen(r.Address)
 		if err != nil {
 			return netip.Prefix{}, err
 		}
