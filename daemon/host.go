@@ -1,0 +1,63 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vnetd/vnetd/conf"
+	"github.com/vnetd/vnetd/dataplane"
+	"github.com/vnetd/vnetd/dataplane/firewall"
+)
+
+// NewHost opens the link layer and the firewall of the network namespace
+// vnetd runs in, probing that the kernel offers what they need.
+func NewHost(log *slog.Logger) (Host, Firewall, func(), error) {
+	nl, err := netlink.NewHandle()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("netlink: %w", err)
+	}
+	conn, err := nftables.New()
+	if err != nil {
+		nl.Close()
+		return nil, nil, nil, fmt.Errorf("nftables: %w", err)
+	}
+	if _, err := conn.ListTables(); err != nil {
+		nl.Close()
+		return nil, nil, nil, fmt.Errorf("nftables is not usable in this kernel (needed for forwarding and NAT rules): %w", err)
+	}
+	host := dataplane.New(nl, dataplane.Sysctl{Root: "/proc/sys"}, log)
+	fw := &nftFirewall{fw: firewall.New(conn)}
+	return host, fw, func() { nl.Close(); conn.CloseLasting() }, nil
+}
+
+// nftFirewall plans a network's rules and keeps them in the kernel.
+type nftFirewall struct {
+	fw *firewall.Firewall
+}
+
+func (f *nftFirewall) Apply(n *conf.Network, ifindex int) error {
+	p, err := firewall.Build(n)
+	if err != nil {
+		return err
+	}
+	return f.fw.Apply(p, ifindex)
+}
+
+func (f *nftFirewall) Remove(n *conf.Network) error {
+	return f.fw.Remove(n.Bridge.Name)
+}
+
+func (f *nftFirewall) Check(n *conf.Network, ifindex int) (bool, error) {
+	p, err := firewall.Build(n)
+	if err != nil {
+		return false, err
+	}
+	return f.fw.Check(p, ifindex)
+}
+
+func (f *nftFirewall) Watch(ctx context.Context, changed func()) error {
+	return f.fw.Watch(ctx, changed)
+}
