@@ -1,18 +1,77 @@
 #!/usr/bin/env bash
-# The demo. For now: build, then validate libvirt's stock default network.
+# make demo: vnetd with libvirt's default network inside a throw-away network
+# namespace, a guest namespace on its bridge and an "upstream" namespace
+# behind it. Everything is removed at exit, also on failure or Ctrl-C.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-make --no-print-directory build
-
-echo
-echo "The demo (a namespace running vnetd with libvirt's default network) arrives"
-echo "with the daemon issue; right now vnetd can parse, validate and format network XML:"
-echo
-
-if [ -x bin/vnetctl ]; then
-  echo "\$ bin/vnetctl net-validate testdata/networks/default.xml"
-  bin/vnetctl net-validate testdata/networks/default.xml
-else
-  echo "(bin/vnetctl is not built yet: cmd/vnetctl has no Go files)"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "make demo creates network namespaces: run it as root" >&2
+  exit 1
 fi
+
+GO=${GO:-go}
+id=$$
+HOST=vnetd-demo-host-$id GUEST=vnetd-demo-guest-$id UP=vnetd-demo-up-$id
+tmp=$(mktemp -d /tmp/vnetd-demo.XXXXXX)
+sock=$tmp/vnetd.sock
+vnetd_pid=
+
+cleanup() {
+  [ -n "$vnetd_pid" ] && kill "$vnetd_pid" 2>/dev/null || true
+  for ns in "$HOST" "$GUEST" "$UP"; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+ctl() { echo "\$ vnetctl $*"; "$tmp/vnetctl" --socket "$sock" "$@"; }
+
+step "building vnetd and vnetctl"
+$GO build -o "$tmp/vnetd" ./cmd/vnetd
+$GO build -o "$tmp/vnetctl" ./cmd/vnetctl
+
+step "namespaces: $HOST runs vnetd, $GUEST is a guest, $UP is the outside world"
+for ns in "$HOST" "$GUEST" "$UP"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip -n "$HOST" link add uplink type veth peer name eth0 netns "$UP"
+ip -n "$HOST" addr add 10.77.0.1/24 dev uplink && ip -n "$HOST" link set uplink up
+ip -n "$UP" addr add 10.77.0.2/24 dev eth0 && ip -n "$UP" link set eth0 up
+echo "uplink 10.77.0.1 <-> upstream 10.77.0.2 (the upstream has no route back to the guests)"
+
+step "starting vnetd inside $HOST"
+ip netns exec "$HOST" "$tmp/vnetd" --config-dir "$tmp/etc" --state-dir "$tmp/state" \
+  --run-dir "$tmp/run" --socket "$sock" >"$tmp/vnetd.log" 2>&1 &
+vnetd_pid=$!
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+[ -S "$sock" ] || { cat "$tmp/vnetd.log"; exit 1; }
+grep -m1 'vnetd ready' "$tmp/vnetd.log" || true
+
+step "libvirt's default network"
+cat testdata/networks/default.xml
+ctl net-define testdata/networks/default.xml
+ctl net-autostart default
+ctl net-start default
+ctl net-list --all
+ctl net-info default
+
+step "the bridge vnetd made"
+ip -n "$HOST" -br addr show virbr0
+
+step "a guest on the bridge (DHCP arrives with vnetd's dhcpd; a static address for now)"
+ip -n "$HOST" link add vnet0 type veth peer name eth0 netns "$GUEST"
+ip -n "$HOST" link set vnet0 master virbr0 up
+ip -n "$GUEST" addr add 192.168.122.10/24 dev eth0 && ip -n "$GUEST" link set eth0 up
+ip -n "$GUEST" route add default via 192.168.122.1
+echo "\$ ping the gateway from the guest"
+ip netns exec "$GUEST" ping -c 2 -W 2 192.168.122.1 | tail -2
+echo "\$ ping the upstream host through NAT from the guest"
+ip netns exec "$GUEST" ping -c 2 -W 2 10.77.0.2 | tail -2
+
+step "vnetd's nftables rules (one table pair per network)"
+ip netns exec "$HOST" nft list ruleset | head -40
+
+step "net-destroy takes it all down"
+ctl net-destroy default
+ip -n "$HOST" link show virbr0 2>&1 | head -1 || true
+echo
+echo "demo done; namespaces and files are removed on exit"

@@ -6,6 +6,7 @@ set -euo pipefail
 wanted=(
   "libxml2-utils:xmllint"
   "iproute2:ip"
+  "iputils-ping:ping"
   "nftables:nft"
   "isc-dhcp-client:dhclient"
   "udhcpc:udhcpc"

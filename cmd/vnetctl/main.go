@@ -4,6 +4,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/vnetd/vnetd/client"
 	"io"
 	"os"
 	"sort"
@@ -29,7 +30,28 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// globalSocket is a --socket given before the command, as in
+// `vnetctl --socket PATH net-list`.
+var globalSocket string
+
 func run(args []string, stdout, stderr io.Writer) int {
+	globalSocket = ""
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "--help" {
+		name, value, hasValue := strings.Cut(strings.TrimLeft(args[0], "-"), "=")
+		if name != "socket" {
+			fmt.Fprintf(stderr, "vnetctl: unknown option %q before the command\n", args[0])
+			return 2
+		}
+		args = args[1:]
+		if !hasValue {
+			if len(args) == 0 {
+				fmt.Fprintln(stderr, "vnetctl: --socket needs a path")
+				return 2
+			}
+			value, args = args[0], args[1:]
+		}
+		globalSocket = value
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stdout)
 		return 0
@@ -44,7 +66,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: vnetctl COMMAND [ARGS]")
+	fmt.Fprintln(w, "usage: vnetctl [--socket PATH] COMMAND [ARGS]  (socket: --socket, $VNETD_SOCKET or "+client.DefaultSocket+")")
 	fmt.Fprintln(w, "commands:")
 	names := make([]string, 0, len(commands))
 	for name := range commands {

@@ -1,0 +1,65 @@
+// Command vnetd serves libvirt-style virtual networks: bridges, addresses,
+// routes and NAT through netlink and nftables, managed over a control socket
+// (vnetctl). It manages the network namespace it runs in.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/vnetd/vnetd/daemon"
+)
+
+func main() {
+	opt := daemon.Options{}
+	flag.StringVar(&opt.ConfigDir, "config-dir", "/etc/vnetd", "persistent network definitions")
+	flag.StringVar(&opt.StateDir, "state-dir", "/var/lib/vnetd", "live state (leases, ports, running networks)")
+	flag.StringVar(&opt.RunDir, "run-dir", "/run/vnetd", "lock file; one vnetd per run dir")
+	flag.StringVar(&opt.Socket, "socket", "/run/vnetd/vnetd.sock", "control API socket")
+	flag.StringVar(&opt.SocketGroup, "socket-group", "", "group allowed to use the socket (mode 0660); default root only (0600)")
+	flag.DurationVar(&opt.ReconcileInterval, "reconcile-interval", 0, "how often firewall rules are checked besides nftables events (default 5s)")
+	logFormat := flag.String("log-format", "text", "text or json")
+	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+	if flag.NArg() != 0 {
+		fmt.Fprintf(os.Stderr, "vnetd: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "vnetd: --log-level: %v\n", err)
+		os.Exit(2)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
+	switch *logFormat {
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, hopts)
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, hopts)
+	default:
+		fmt.Fprintf(os.Stderr, "vnetd: --log-format must be text or json, not %q\n", *logFormat)
+		os.Exit(2)
+	}
+	log := slog.New(h)
+	opt.Log = log
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	host, fw, closeHost, err := daemon.NewHost(log)
+	if err != nil {
+		log.Error("vnetd cannot manage this host", "err", err)
+		os.Exit(1)
+	}
+	defer closeHost()
+	if err := daemon.Run(ctx, opt, host, fw); err != nil {
+		log.Error("vnetd failed", "err", err)
+		os.Exit(1)
+	}
+}
