@@ -293,6 +293,28 @@ func TestRestartWithoutDisruption(t *testing.T) {
 	}
 }
 
+func TestSIGTERMLeavesNetworksRunning(t *testing.T) {
+	t.Parallel()
+	s := newNATSetup(t, "<forward mode='nat'/>")
+	before := ifindex(t, s.host, s.bridge)
+	s.d.cmd.Process.Signal(syscall.SIGTERM)
+	if err := s.d.cmd.Wait(); err != nil {
+		t.Fatalf("vnetd exit after SIGTERM: %v\n%s", err, s.d.logText())
+	}
+	s.d.cmd = nil
+	s.d.log.Close()
+	if out, err := nettest.In(s.guest, "ping", "-c", "1", "-W", "2", "10.77.0.2"); err != nil {
+		t.Fatalf("NAT stopped working while vnetd is down: %v\n%s", err, out)
+	}
+	s.d.start()
+	if after := ifindex(t, s.host, s.bridge); after != before {
+		t.Fatalf("bridge ifindex changed: %d -> %d", before, after)
+	}
+	if out := s.d.mustCtl("net-info", "default"); !strings.Contains(out, "Active:         yes") {
+		t.Fatalf("not adopted after SIGTERM restart:\n%s", out)
+	}
+}
+
 func TestFlushedRulesetIsRestored(t *testing.T) {
 	t.Parallel()
 	s := newNATSetup(t, "<forward mode='nat'/>")

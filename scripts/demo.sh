@@ -62,6 +62,9 @@ ip -n "$HOST" link add vnet0 type veth peer name eth0 netns "$GUEST"
 ip -n "$HOST" link set vnet0 master virbr0 up
 ip -n "$GUEST" addr add 192.168.122.10/24 dev eth0 && ip -n "$GUEST" link set eth0 up
 ip -n "$GUEST" route add default via 192.168.122.1
+echo "waiting for the new bridge port to pass STP's listening and learning states (STP is on, as in libvirt)"
+for _ in $(seq 150); do bridge -n "$HOST" link show dev vnet0 | grep -q 'state forwarding' && break; sleep 0.1; done
+bridge -n "$HOST" link show dev vnet0
 echo "\$ ping the gateway from the guest"
 ip netns exec "$GUEST" ping -c 2 -W 2 192.168.122.1 | tail -2
 echo "\$ ping the upstream host through NAT from the guest"

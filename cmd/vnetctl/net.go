@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/vnetd/vnetd/api"
 	"github.com/vnetd/vnetd/client"
@@ -179,19 +178,46 @@ func netList(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		return printJSON(stdout, list)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, " Name\tState\tAutostart\tPersistent")
-	fmt.Fprintln(tw, strings.Repeat("-", 48))
+	rows := [][]string{{"Name", "State", "Autostart", "Persistent"}}
 	for _, n := range list {
 		state := "inactive"
 		if n.Active {
 			state = "active"
 		}
-		fmt.Fprintf(tw, " %s\t%s\t%s\t%s\n", n.Name, state, yesNo(n.Autostart), yesNo(n.Persistent))
+		rows = append(rows, []string{n.Name, state, yesNo(n.Autostart), yesNo(n.Persistent)})
 	}
-	tw.Flush()
-	fmt.Fprintln(stdout)
+	printTable(stdout, rows)
 	return 0
+}
+
+// printTable writes rows as virsh does: a header, a rule, left-aligned
+// columns three spaces apart, a blank line.
+func printTable(w io.Writer, rows [][]string) {
+	widths := make([]int, len(rows[0]))
+	for _, r := range rows {
+		for i, c := range r {
+			widths[i] = max(widths[i], len(c))
+		}
+	}
+	total := 0
+	for _, wd := range widths {
+		total += wd + 3
+	}
+	for i, r := range rows {
+		var b strings.Builder
+		for j, c := range r {
+			if j == len(r)-1 {
+				b.WriteString(" " + c)
+			} else {
+				fmt.Fprintf(&b, " %-*s  ", widths[j], c)
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+		if i == 0 {
+			fmt.Fprintln(w, strings.Repeat("-", total))
+		}
+	}
+	fmt.Fprintln(w)
 }
 
 func printJSON(w io.Writer, v any) int {
