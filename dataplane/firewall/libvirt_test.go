@@ -154,7 +154,7 @@ func planRuleset(p *Plan) ruleset {
 // commands, rule for rule. libvirt's once-per-host table (base.nftables)
 // stands for each of our per-network tables; its ip6 table only counts when the
 // network has IPv6 rules, since vnetd creates an ip6 table only then.
-func TestNetworkxml2firewall(t *testing.T) {
+func TestConformanceNetworkXML2Firewall(t *testing.T) {
 	dir := firewallCorpus(t)
 	base, err := os.ReadFile(filepath.Join(dir, "base.nftables"))
 	if err != nil {
