@@ -25,8 +25,8 @@ func init() {
 		"net-list":      {"net-list [--all] [--json]", "list networks", netList},
 		"net-info":      {"net-info NAME [--json]", "show a network", netInfo},
 		"net-dumpxml":   {"net-dumpxml NAME [--inactive]", "print a network's XML", netDumpXML},
-		"net-uuid":      {"net-uuid NAME", "print a network's UUID", netField(func(i api.NetworkInfo) string { return i.UUID })},
-		"net-name":      {"net-name UUID", "print a network's name", netField(func(i api.NetworkInfo) string { return i.Name })},
+		"net-uuid":      {"net-uuid NAME", "print a network's UUID", netField("net-uuid", func(i api.NetworkInfo) string { return i.UUID })},
+		"net-name":      {"net-name UUID", "print a network's name", netField("net-name", func(i api.NetworkInfo) string { return i.Name })},
 		"net-update":    {"net-update NAME COMMAND SECTION XML|FILE [--parent-index N] [--live] [--config]", "change part of a network", netUpdate},
 	} {
 		commands[name] = c
@@ -267,9 +267,9 @@ func netDumpXML(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func netField(field func(api.NetworkInfo) string) func([]string, io.Writer, io.Writer) int {
+func netField(name string, field func(api.NetworkInfo) string) func([]string, io.Writer, io.Writer) int {
 	return func(args []string, stdout, stderr io.Writer) int {
-		s := newSession("net-uuid", stdout, stderr)
+		s := newSession(name, stdout, stderr)
 		pos, ok := s.parse(args, 1)
 		if !ok {
 			return 2
