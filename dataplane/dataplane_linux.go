@@ -352,6 +352,27 @@ func (d *Dataplane) Stop(n *conf.Network) error {
 	return nil
 }
 
+// Deactivate takes a network's bridge down, so nothing crosses it any more.
+// Deleting the bridge (Stop) then only frees the device; the kernel spends
+// 30-50 ms of RCU grace periods on that, which the daemon waits out in the
+// background.
+func (d *Dataplane) Deactivate(n *conf.Network) error {
+	link, err := d.nl.LinkByName(n.Bridge.Name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("network %q: bridge %s: look up: %w", n.Name, n.Bridge.Name, err)
+	}
+	if t := link.Type(); t != "bridge" {
+		return fmt.Errorf("network %q: bridge %s: link is a %s, not a bridge", n.Name, n.Bridge.Name, t)
+	}
+	if err := d.nl.LinkSetDown(link); err != nil && !isNotFound(err) {
+		return fmt.Errorf("network %q: bridge %s: set down: %w", n.Name, n.Bridge.Name, err)
+	}
+	return nil
+}
+
 // Adopt takes over the bridge of a network that was running before the daemon
 // restarted: the bridge named n.Bridge.Name must exist with the given ifindex
 // (else ErrBridgeGone or ErrBridgeReplaced, wrapped). It re-applies the

@@ -26,4 +26,5 @@ func (d *Dataplane) LinkExists(string) (bool, error)     { return false, errUnsu
 func (d *Dataplane) CheckCollisions(*conf.Network) error { return errUnsupported }
 func (d *Dataplane) Start(*conf.Network) (int, error)    { return 0, errUnsupported }
 func (d *Dataplane) Stop(*conf.Network) error            { return errUnsupported }
+func (d *Dataplane) Deactivate(*conf.Network) error      { return errUnsupported }
 func (d *Dataplane) Adopt(*conf.Network, int) error      { return errUnsupported }
