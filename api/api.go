@@ -19,6 +19,32 @@ type NetworkInfo struct {
 	Mode       string `json:"mode"`
 }
 
+// PortInfo is a line of net-port-list.
+type PortInfo struct {
+	UUID   string `json:"uuid"`
+	MAC    string `json:"mac"`
+	Owner  string `json:"owner,omitempty"`
+	Group  string `json:"group,omitempty"`
+	Plug   string `json:"plug"`             // network, bridge, direct, hostdev-pci or none
+	Target string `json:"target,omitempty"` // bridge, parent device or PCI address
+	Device string `json:"device,omitempty"` // the host link carrying the port, when vnetd plugged it
+}
+
+// Rate is one direction of a port's bandwidth (kilobytes/s; burst in KiB).
+type Rate struct {
+	Average uint64 `json:"average,omitempty"`
+	Peak    uint64 `json:"peak,omitempty"`
+	Burst   uint64 `json:"burst,omitempty"`
+	Floor   uint64 `json:"floor,omitempty"`
+}
+
+// BandwidthRequest sets a port's rates (net-port-set-bandwidth); a nil
+// direction removes that limit.
+type BandwidthRequest struct {
+	Inbound  *Rate `json:"inbound,omitempty"`
+	Outbound *Rate `json:"outbound,omitempty"`
+}
+
 // UpdateRequest is a net-update.
 type UpdateRequest struct {
 	Command     string `json:"command"` // modify, delete, add-first, add-last (add)

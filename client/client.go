@@ -144,3 +144,59 @@ func (c *Client) Update(ctx context.Context, id string, req api.UpdateRequest) (
 	_, err := c.do(ctx, http.MethodPost, networkPath(id, "/update"), nil, "application/json", body, &out)
 	return out, err
 }
+
+// PortOptions say how vnetd plugs a port (see vnetctl net-port-create).
+type PortOptions struct {
+	Attach     string // enslave this existing link
+	Tap        string // create a persistent tap (or name the macvtap) of this name
+	TapOwner   int    // -1: none
+	MultiQueue bool
+}
+
+// CreatePort allocates and plugs a port on a running network; it returns
+// the port's UUID.
+func (c *Client) CreatePort(ctx context.Context, network string, xml []byte, o PortOptions) (string, error) {
+	q := url.Values{}
+	if o.Attach != "" {
+		q.Set("attach", o.Attach)
+	}
+	if o.Tap != "" {
+		q.Set("tap", o.Tap)
+	}
+	if o.TapOwner >= 0 {
+		q.Set("tapOwner", strconv.Itoa(o.TapOwner))
+	}
+	if o.MultiQueue {
+		q.Set("multiQueue", "true")
+	}
+	var out struct {
+		UUID string `json:"uuid"`
+	}
+	_, err := c.do(ctx, http.MethodPost, networkPath(network, "/ports"), q, "application/xml", xml, &out)
+	return out.UUID, err
+}
+
+// ListPorts lists a running network's ports.
+func (c *Client) ListPorts(ctx context.Context, network string) ([]api.PortInfo, error) {
+	var out []api.PortInfo
+	_, err := c.do(ctx, http.MethodGet, networkPath(network, "/ports"), nil, "", nil, &out)
+	return out, err
+}
+
+// PortXML returns a port's <networkport> XML.
+func (c *Client) PortXML(ctx context.Context, network, port string) ([]byte, error) {
+	return c.do(ctx, http.MethodGet, networkPath(network, "/ports/"+url.PathEscape(port)+"/xml"), nil, "", nil, nil)
+}
+
+// DeletePort unplugs and removes a port.
+func (c *Client) DeletePort(ctx context.Context, network, port string) error {
+	_, err := c.do(ctx, http.MethodDelete, networkPath(network, "/ports/"+url.PathEscape(port)), nil, "", nil, nil)
+	return err
+}
+
+// SetPortBandwidth changes a port's rates.
+func (c *Client) SetPortBandwidth(ctx context.Context, network, port string, req api.BandwidthRequest) error {
+	body, _ := json.Marshal(req)
+	_, err := c.do(ctx, http.MethodPut, networkPath(network, "/ports/"+url.PathEscape(port)+"/bandwidth"), nil, "application/json", body, nil)
+	return err
+}

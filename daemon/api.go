@@ -31,6 +31,11 @@ func Handler(m *Manager, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/networks/{id}/destroy", h.destroy)
 	mux.HandleFunc("PUT /v1/networks/{id}/autostart", h.autostart)
 	mux.HandleFunc("POST /v1/networks/{id}/update", h.update)
+	mux.HandleFunc("GET /v1/networks/{id}/ports", h.listPorts)
+	mux.HandleFunc("POST /v1/networks/{id}/ports", h.createPort)
+	mux.HandleFunc("GET /v1/networks/{id}/ports/{port}/xml", h.portXML)
+	mux.HandleFunc("DELETE /v1/networks/{id}/ports/{port}", h.deletePort)
+	mux.HandleFunc("PUT /v1/networks/{id}/ports/{port}/bandwidth", h.portBandwidth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, &api.Error{Code: api.CodeNotFound, Message: fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path)})
 	})
@@ -258,4 +263,86 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+func (h *handler) listPorts(w http.ResponseWriter, r *http.Request) {
+	ports, err := h.m.ListPorts(r.PathValue("id"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ports)
+}
+
+// createPort: the body is <networkport> XML; query parameters attach=IFNAME
+// or tap=IFNAME (with tapOwner=UID, multiQueue=true) say how to plug it.
+func (h *handler) createPort(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	opt := PortOptions{Attach: q.Get("attach"), Tap: q.Get("tap"), TapOwner: -1}
+	if v := q.Get("tapOwner"); v != "" {
+		uid, err := strconv.Atoi(v)
+		if err != nil || uid < 0 {
+			h.fail(w, fail(api.CodeInvalidRequest, r.PathValue("id"), fmt.Errorf("tapOwner=%q is not a user id", v)))
+			return
+		}
+		opt.TapOwner = uid
+	}
+	mq, err := boolParam(r, "multiQueue")
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	opt.MultiQueue = mq
+	body, err := readBody(w, r)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	p, err := h.m.CreatePort(r.PathValue("id"), body, opt)
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]string{"uuid": p.UUID.String()})
+}
+
+func (h *handler) portXML(w http.ResponseWriter, r *http.Request) {
+	data, err := h.m.PortXML(r.PathValue("id"), r.PathValue("port"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	w.Write(data)
+}
+
+func (h *handler) deletePort(w http.ResponseWriter, r *http.Request) {
+	if err := h.m.DeletePort(r.PathValue("id"), r.PathValue("port")); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) portBandwidth(w http.ResponseWriter, r *http.Request) {
+	var req api.BandwidthRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	var bw *conf.Bandwidth
+	if req.Inbound != nil || req.Outbound != nil {
+		bw = &conf.Bandwidth{Inbound: rate(req.Inbound), Outbound: rate(req.Outbound)}
+	}
+	if err := h.m.SetPortBandwidth(r.PathValue("id"), r.PathValue("port"), bw); err != nil {
+		h.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func rate(r *api.Rate) *conf.Rate {
+	if r == nil {
+		return nil
+	}
+	return &conf.Rate{Average: r.Average, Peak: r.Peak, Burst: r.Burst, Floor: r.Floor}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sort"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/vnetd/vnetd/api"
 	"github.com/vnetd/vnetd/conf"
+	"github.com/vnetd/vnetd/dataplane"
 )
 
 // Host is the link layer of the namespace vnetd manages: bridges, addresses,
@@ -24,7 +26,16 @@ type Host interface {
 	LinkExists(name string) (bool, error)
 	Start(n *conf.Network) (ifindex int, err error)
 	Stop(n *conf.Network) error
+	// Deactivate takes the bridge down; Stop then deletes it.
+	Deactivate(n *conf.Network) error
 	Adopt(n *conf.Network, ifindex int) error
+
+	// Port devices.
+	CreateTap(name string, o dataplane.TapOptions) error
+	AttachPort(pl dataplane.PortLink) (ifindex int, err error)
+	DetachPort(pl dataplane.PortLink, deleteLink bool) error
+	CreateMacvtap(name, parent string, mode conf.MacvtapMode, mac net.HardwareAddr, mtu int) (ifindex int, err error)
+	DeleteLink(name string) error
 }
 
 // Firewall installs a network's forwarding and NAT rules (firewall.Firewall
@@ -43,6 +54,8 @@ type Config struct {
 	Host      Host
 	Firewall  Firewall
 	Log       *slog.Logger
+	// SysfsRoot is where <pf> virtual functions are read ("/sys").
+	SysfsRoot string
 }
 
 // Manager owns every network of one vnetd. Its methods are safe for
@@ -56,14 +69,21 @@ type Manager struct {
 
 	mu     sync.Mutex
 	active map[string]*running // by network name
+
+	// reaping holds the bridges being deleted after net-destroy, by name;
+	// the channel closes when the bridge is gone.
+	reapMu  sync.Mutex
+	reaping map[string]chan struct{}
+	reapers sync.WaitGroup
 }
 
 // running is a network that is up on the host.
 type running struct {
-	net       *conf.Network // the live definition
-	ifindex   int
+	net       *conf.Network // the live definition, with connection counters
+	ifindex   int           // the bridge's; 0 for device pools
 	transient bool
 	started   time.Time
+	ports     map[uuid.UUID]*livePort
 }
 
 // Open loads the definitions and adopts the networks a previous vnetd left
@@ -71,6 +91,9 @@ type running struct {
 func Open(cfg Config) (*Manager, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SysfsRoot == "" {
+		cfg.SysfsRoot = "/sys"
 	}
 	store, err := conf.OpenStore(cfg.ConfigDir)
 	if err != nil {
@@ -80,16 +103,25 @@ func Open(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, log: cfg.Log, store: store, state: state, active: map[string]*running{}}
+	m := &Manager{cfg: cfg, log: cfg.Log, store: store, state: state, active: map[string]*running{}, reaping: map[string]chan struct{}{}}
+	m.finishReaping()
 	if err := m.adopt(); err != nil {
 		state.close()
 		return nil, err
 	}
+	if err := m.reclaimPorts(); err != nil {
+		// A port that cannot be reclaimed is reported, the rest keep working.
+		m.log.Error("reclaiming ports", "err", err)
+	}
 	return m, nil
 }
 
-// Close releases the state database. Running networks stay up.
-func (m *Manager) Close() error { return m.state.close() }
+// Close waits for bridges being deleted and releases the state database.
+// Running networks stay up.
+func (m *Manager) Close() error {
+	m.reapers.Wait()
+	return m.state.close()
+}
 
 // adopt takes over the networks recorded as running: the bridge must still be
 // there with the same ifindex; addresses, routes and firewall rules are
@@ -114,6 +146,11 @@ func (m *Manager) adopt() error {
 			m.state.delete(r.Name)
 			continue
 		}
+		if !n.Forward.Mode.Managed() {
+			m.active[n.Name] = &running{net: n, transient: r.Transient, started: r.Started, ports: map[uuid.UUID]*livePort{}}
+			log.Info("adopted running device pool")
+			continue
+		}
 		if err := m.cfg.Host.Adopt(n, r.IfIndex); err != nil {
 			log.Warn("network no longer running on the host; cleaning up and forgetting it", "err", err)
 			m.teardown(n)
@@ -127,7 +164,7 @@ func (m *Manager) adopt() error {
 				log.Info("firewall rules of an adopted network restored")
 			}
 		}
-		m.active[n.Name] = &running{net: n, ifindex: r.IfIndex, transient: r.Transient, started: r.Started}
+		m.active[n.Name] = &running{net: n, ifindex: r.IfIndex, transient: r.Transient, started: r.Started, ports: map[uuid.UUID]*livePort{}}
 		log.Info("adopted running network", "bridge", n.Bridge.Name, "ifindex", r.IfIndex)
 	}
 	return nil
@@ -136,6 +173,9 @@ func (m *Manager) adopt() error {
 // teardown removes whatever a network may have on the host; errors are
 // logged, as this runs on paths that are already failing.
 func (m *Manager) teardown(n *conf.Network) {
+	if !n.Forward.Mode.Managed() {
+		return
+	}
 	if err := m.cfg.Firewall.Remove(n); err != nil {
 		m.log.Warn("removing firewall rules", "network", n.Name, "err", err)
 	}
@@ -370,10 +410,7 @@ func (m *Manager) start(n *conf.Network, transient bool) error {
 	if err := n.CheckDnsmasqOptions(); err != nil {
 		return fail(api.CodeInvalidDefinition, n.Name, err)
 	}
-	if !n.Forward.Mode.Managed() {
-		return failf(api.CodeUnsupported, n.Name, "network %q: forward mode '%s' (a device pool) cannot be started by this vnetd yet", n.Name, n.Forward.Mode)
-	}
-	if n.Bridge.Name == "" {
+	if n.Forward.Mode.Managed() && n.Bridge.Name == "" {
 		return failf(api.CodeInvalidDefinition, n.Name, "network %q has no bridge name", n.Name)
 	}
 	began := time.Now()
@@ -383,17 +420,12 @@ func (m *Manager) start(n *conf.Network, transient bool) error {
 	if err := m.state.put(rec); err != nil {
 		return fail(api.CodeOperationFailed, n.Name, fmt.Errorf("network %q: recording start: %w", n.Name, err))
 	}
-	ifindex, err := m.cfg.Host.Start(n)
+	ifindex, err := m.startOnHost(n)
 	if err != nil {
 		m.state.delete(n.Name)
 		return fail(api.CodeOperationFailed, n.Name, err)
 	}
-	if err := m.cfg.Firewall.Apply(n, ifindex); err != nil {
-		m.teardown(n)
-		m.state.delete(n.Name)
-		return fail(api.CodeOperationFailed, n.Name, err)
-	}
-	r := &running{net: n, ifindex: ifindex, transient: transient, started: began}
+	r := &running{net: n, ifindex: ifindex, transient: transient, started: began, ports: map[uuid.UUID]*livePort{}}
 	if err := m.saveRunning(r); err != nil {
 		m.teardown(n)
 		m.state.delete(n.Name)
@@ -402,6 +434,24 @@ func (m *Manager) start(n *conf.Network, transient bool) error {
 	m.active[n.Name] = r
 	log.Info("started", "bridge", n.Bridge.Name, "ifindex", ifindex, "took", time.Since(began))
 	return nil
+}
+
+// startOnHost makes the host side of a network: bridge and firewall for the
+// networks vnetd routes, the device pool for the others.
+func (m *Manager) startOnHost(n *conf.Network) (int, error) {
+	if !n.Forward.Mode.Managed() {
+		return 0, m.startPool(n)
+	}
+	m.awaitReaped(n.Bridge.Name)
+	ifindex, err := m.cfg.Host.Start(n)
+	if err != nil {
+		return 0, err
+	}
+	if err := m.cfg.Firewall.Apply(n, ifindex); err != nil {
+		m.teardown(n)
+		return 0, err
+	}
+	return ifindex, nil
 }
 
 func (m *Manager) saveRunning(r *running) error {
@@ -427,22 +477,99 @@ func (m *Manager) Destroy(id string) error {
 	}
 	began := time.Now()
 	var errs []error
-	if err := m.cfg.Firewall.Remove(n); err != nil {
-		errs = append(errs, err)
+	// Ports go with their network: devices vnetd made are removed.
+	for id, lp := range r.ports {
+		if err := m.unplug(n, lp); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m.state.deletePort(n.Name, id)
+		delete(r.ports, id)
 	}
-	if err := m.cfg.Host.Stop(n); err != nil {
-		errs = append(errs, err)
+	if n.Forward.Mode.Managed() {
+		if err := m.cfg.Firewall.Remove(n); err != nil {
+			errs = append(errs, err)
+		}
+		if err := m.cfg.Host.Deactivate(n); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		// Still running in part: keep it so destroy can be retried.
 		return fail(api.CodeOperationFailed, n.Name, err)
 	}
-	delete(m.active, n.Name)
-	if err := m.state.delete(n.Name); err != nil {
+	reap := ""
+	if n.Forward.Mode.Managed() {
+		reap = n.Bridge.Name
+	}
+	// One transaction: the network's record goes and its bridge is recorded
+	// for deletion, so a crash cannot leave a bridge nobody deletes.
+	if err := m.state.retire(n.Name, reap, string(n.Format(0))); err != nil {
 		return fail(api.CodeOperationFailed, n.Name, err)
+	}
+	delete(m.active, n.Name)
+	if reap != "" {
+		m.reap(n)
 	}
 	m.log.Info("destroyed", "network", n.Name, "took", time.Since(began))
 	return nil
+}
+
+// reap deletes a deactivated bridge in the background: the network already
+// carries no traffic and has no rules, and the kernel's deletion of the
+// device is what makes a destroy slow. Starting a network on that bridge
+// waits for it (awaitReaped).
+func (m *Manager) reap(n *conf.Network) {
+	done := make(chan struct{})
+	m.reapMu.Lock()
+	m.reaping[n.Bridge.Name] = done
+	m.reapMu.Unlock()
+	m.reapers.Add(1)
+	go func() {
+		defer m.reapers.Done()
+		began := time.Now()
+		if err := m.cfg.Host.Stop(n); err != nil {
+			m.log.Error("deleting the bridge of a destroyed network", "network", n.Name, "bridge", n.Bridge.Name, "err", err)
+		} else if err := m.state.deleteReap(n.Bridge.Name); err != nil {
+			m.log.Error("forgetting a deleted bridge", "bridge", n.Bridge.Name, "err", err)
+		}
+		m.reapMu.Lock()
+		delete(m.reaping, n.Bridge.Name)
+		m.reapMu.Unlock()
+		close(done)
+		m.log.Debug("bridge deleted", "network", n.Name, "bridge", n.Bridge.Name, "took", time.Since(began))
+	}()
+}
+
+// awaitReaped waits until a bridge being deleted is gone.
+func (m *Manager) awaitReaped(bridge string) {
+	m.reapMu.Lock()
+	done := m.reaping[bridge]
+	m.reapMu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// finishReaping deletes the bridges a previous vnetd destroyed but had not
+// deleted yet when it stopped.
+func (m *Manager) finishReaping() {
+	recs, err := m.state.reaps()
+	if err != nil {
+		m.log.Error("reading bridges left to delete", "err", err)
+		return
+	}
+	for bridge, xml := range recs {
+		n, err := conf.Parse([]byte(xml))
+		if err == nil {
+			err = m.cfg.Host.Stop(n)
+		}
+		if err != nil {
+			m.log.Error("deleting a destroyed network's bridge", "bridge", bridge, "err", err)
+			continue
+		}
+		m.state.deleteReap(bridge)
+	}
 }
 
 // SetAutostart marks a persistent network to start with vnetd.
@@ -624,6 +751,9 @@ func (m *Manager) Reconcile() int {
 	defer m.mu.Unlock()
 	restored := 0
 	for name, r := range m.active {
+		if !r.net.Forward.Mode.Managed() {
+			continue
+		}
 		ok, err := m.cfg.Firewall.Check(r.net, r.ifindex)
 		if err == nil && ok {
 			continue

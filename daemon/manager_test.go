@@ -13,6 +13,7 @@ import (
 	"github.com/vnetd/vnetd/api"
 	"github.com/vnetd/vnetd/client"
 	"github.com/vnetd/vnetd/conf"
+	"github.com/vnetd/vnetd/dataplane"
 )
 
 // fakeHost records bridges instead of creating them.
@@ -22,6 +23,7 @@ type fakeHost struct {
 	next     int
 	failNext error
 	links    map[string]bool // host links that are not bridges of ours
+	attached []string        // links enslaved as ports
 }
 
 func newFakeHost() *fakeHost {
@@ -51,6 +53,54 @@ func (h *fakeHost) Stop(n *conf.Network) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.bridges, n.Bridge.Name)
+	return nil
+}
+
+func (h *fakeHost) Deactivate(n *conf.Network) error { return nil }
+
+func (h *fakeHost) CreateTap(name string, o dataplane.TapOptions) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.links[name] = true
+	return nil
+}
+
+func (h *fakeHost) AttachPort(pl dataplane.PortLink) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.links[pl.Name] {
+		return 0, errors.New("no such link " + pl.Name)
+	}
+	h.attached = append(h.attached, pl.Name)
+	return 99, nil
+}
+
+func (h *fakeHost) DetachPort(pl dataplane.PortLink, deleteLink bool) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, a := range h.attached {
+		if a == pl.Name {
+			h.attached = append(h.attached[:i], h.attached[i+1:]...)
+			break
+		}
+	}
+	if deleteLink {
+		delete(h.links, pl.Name)
+	}
+	return nil
+}
+
+func (h *fakeHost) CreateMacvtap(name, parent string, mode conf.MacvtapMode, mac net.HardwareAddr, mtu int) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.links[name] = true
+	return 98, nil
+}
+
+func (h *fakeHost) DeleteLink(name string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.links, name)
 	return nil
 }
 
@@ -165,6 +215,7 @@ func TestLifecycle(t *testing.T) {
 	if err := e.m.Destroy("default"); err != nil {
 		t.Fatal(err)
 	}
+	e.m.awaitReaped("virbr0")
 	if len(e.host.bridges) != 0 || len(e.fw.applied) != 0 {
 		t.Fatalf("left behind: %v %v", e.host.bridges, e.fw.applied)
 	}

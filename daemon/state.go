@@ -37,7 +37,10 @@ type stateDB struct {
 	db *bolt.DB
 }
 
-var bucketNetworks = []byte("networks")
+var (
+	bucketNetworks = []byte("networks")
+	bucketReap     = []byte("reap") // destroyed networks' bridges still to delete
+)
 
 func openState(dir string) (*stateDB, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -49,8 +52,12 @@ func openState(dir string) (*stateDB, error) {
 		return nil, fmt.Errorf("state db %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketNetworks)
-		return err
+		for _, b := range [][]byte{bucketNetworks, bucketReap} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		db.Close()
@@ -93,4 +100,35 @@ func (s *stateDB) all() ([]*liveRecord, error) {
 		return nil, errors.Join(errors.New("reading live state"), err)
 	}
 	return out, nil
+}
+
+// retire forgets a destroyed network and, when bridge is set, records the
+// bridge (with the network's XML) until it is deleted.
+func (s *stateDB) retire(name, bridge, xml string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketNetworks).Delete([]byte(name)); err != nil {
+			return err
+		}
+		if bridge == "" {
+			return nil
+		}
+		return tx.Bucket(bucketReap).Put([]byte(bridge), []byte(xml))
+	})
+}
+
+func (s *stateDB) deleteReap(bridge string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketReap).Delete([]byte(bridge))
+	})
+}
+
+func (s *stateDB) reaps() (map[string]string, error) {
+	out := map[string]string{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketReap).ForEach(func(k, v []byte) error {
+			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	return out, err
 }

@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/vnetd/vnetd/api"
+)
+
+const portXML = `<networkport>
+  <uuid>5d744f21-ba4a-4d6e-bdb2-30a35ff3207d</uuid>
+  <owner><name>vm</name><uuid>d54df46f-1ab5-4a22-8618-4560ef5fac2c</uuid></owner>
+  <mac address='52:54:00:7b:35:93'/>
+</networkport>`
+
+const portID = "5d744f21-ba4a-4d6e-bdb2-30a35ff3207d"
+
+func TestPortLifecycleAndReclaim(t *testing.T) {
+	e := newEnv(t)
+	e.m.Define([]byte(natXML))
+	e.m.Start("default")
+	e.host.links["vnet0"] = true
+	p, err := e.m.CreatePort("default", []byte(portXML), PortOptions{Attach: "vnet0", TapOwner: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Plug.Bridge != "virbr0" || len(e.host.attached) != 1 {
+		t.Fatalf("plug %+v attached %v", p.Plug, e.host.attached)
+	}
+	if _, err := e.m.CreatePort("default", []byte(portXML), PortOptions{TapOwner: -1}); code(err) != api.CodeConflict {
+		t.Fatalf("duplicate port: %v", err)
+	}
+	live, _ := e.m.XML("default", false)
+	if !strings.Contains(string(live), "<network connections='1'>") {
+		t.Fatalf("live XML:\n%s", live)
+	}
+	if inactive, _ := e.m.XML("default", true); strings.Contains(string(inactive), "connections") {
+		t.Fatalf("inactive XML shows status counters:\n%s", inactive)
+	}
+
+	e.m.Close()
+	e.open(t)
+	list, err := e.m.ListPorts("default")
+	if err != nil || len(list) != 1 || list[0].Device != "vnet0" {
+		t.Fatalf("ports after restart: %+v %v", list, err)
+	}
+	if live, _ := e.m.XML("default", false); !strings.Contains(string(live), "<network connections='1'>") {
+		t.Fatalf("counted twice after restart:\n%s", live)
+	}
+	if err := e.m.DeletePort("default", portID); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.host.attached) != 0 {
+		t.Fatalf("still attached: %v", e.host.attached)
+	}
+	if live, _ := e.m.XML("default", false); strings.Contains(string(live), "connections") {
+		t.Fatalf("counter not released:\n%s", live)
+	}
+	if err := e.m.DeletePort("default", portID); code(err) != api.CodeNotFound {
+		t.Fatalf("second delete: %v", err)
+	}
+}
+
+func TestTapPortRemovedWithNetwork(t *testing.T) {
+	e := newEnv(t)
+	e.m.Define([]byte(natXML))
+	e.m.Start("default")
+	if _, err := e.m.CreatePort("default", []byte(portXML), PortOptions{Tap: "vtap9", TapOwner: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if !e.host.links["vtap9"] {
+		t.Fatal("tap not created")
+	}
+	if err := e.m.Destroy("default"); err != nil {
+		t.Fatal(err)
+	}
+	if e.host.links["vtap9"] {
+		t.Fatal("tap left after destroy")
+	}
+	recs, _ := e.m.state.ports()
+	if len(recs) != 0 {
+		t.Fatalf("port records left: %v", recs)
+	}
+}
+
+func TestPortNeedsRunningNetwork(t *testing.T) {
+	e := newEnv(t)
+	e.m.Define([]byte(natXML))
+	if _, err := e.m.CreatePort("default", []byte(portXML), PortOptions{TapOwner: -1}); code(err) != api.CodeNotActive {
+		t.Fatalf("port on inactive network: %v", err)
+	}
+}
+
+func TestPoolNetworks(t *testing.T) {
+	e := newEnv(t)
+	host := `<network><name>hb</name><forward mode='bridge'/><bridge name='br0'/></network>`
+	e.m.Define([]byte(host))
+	if err := e.m.Start("hb"); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("host bridge missing: %v", err)
+	}
+	e.host.links["br0"] = true
+	if err := e.m.Start("hb"); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.host.bridges) != 0 || len(e.fw.applied) != 0 {
+		t.Fatal("vnetd touched a host bridge network")
+	}
+	direct := `<network><name>dn</name><forward mode='vepa'><interface dev='eth1'/><interface dev='eth2'/></forward></network>`
+	e.m.Define([]byte(direct))
+	e.m.Start("dn")
+	p, err := e.m.CreatePort("dn", []byte(portXML), PortOptions{TapOwner: -1})
+	if err != nil || p.Plug.Dev != "eth1" || !e.host.links["macvtap0"] {
+		t.Fatalf("direct port: %+v %v links %v", p, err, e.host.links)
+	}
+}
