@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/dataplane"
 	"github.com/vnetd/vnetd/dataplane/firewall"
+	"github.com/vnetd/vnetd/dataplane/ovs"
 )
 
 // NewHost opens the link layer and the firewall of the network namespace
@@ -60,4 +62,59 @@ func (f *nftFirewall) Check(n *conf.Network, ifindex int) (bool, error) {
 
 func (f *nftFirewall) Watch(ctx context.Context, changed func()) error {
 	return f.fw.Watch(ctx, changed)
+}
+
+// lazyOVS dials the OVSDB server when a port first needs it (most hosts have
+// no Open vSwitch at all) and again after a failed call.
+type lazyOVS struct {
+	socket string
+	mu     sync.Mutex
+	c      *ovs.Client
+}
+
+func (l *lazyOVS) client(ctx context.Context) (*ovs.Client, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.c != nil {
+		return l.c, nil
+	}
+	c, err := ovs.Dial(ctx, l.socket)
+	if err != nil {
+		return nil, fmt.Errorf("open vswitch database at %s: %w", l.socket, err)
+	}
+	l.c = c
+	return c, nil
+}
+
+func (l *lazyOVS) forget(c *ovs.Client) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.c == c {
+		c.Close()
+		l.c = nil
+	}
+}
+
+func (l *lazyOVS) AddPort(ctx context.Context, p ovs.PortSpec) error {
+	c, err := l.client(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.AddPort(ctx, p); err != nil {
+		l.forget(c)
+		return err
+	}
+	return nil
+}
+
+func (l *lazyOVS) DelPort(ctx context.Context, bridge, name string) error {
+	c, err := l.client(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.DelPort(ctx, bridge, name); err != nil {
+		l.forget(c)
+		return err
+	}
+	return nil
 }

@@ -5,6 +5,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/vnetd/vnetd/api"
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/dataplane"
+	"github.com/vnetd/vnetd/dataplane/ovs"
 )
 
 // Host is the link layer of the namespace vnetd manages: bridges, addresses,
@@ -29,6 +31,7 @@ type Host interface {
 	// Deactivate takes the bridge down; Stop then deletes it.
 	Deactivate(n *conf.Network) error
 	Adopt(n *conf.Network, ifindex int) error
+	LinkIndex(name string) (int, error)
 
 	// Port devices.
 	CreateTap(name string, o dataplane.TapOptions) error
@@ -56,6 +59,15 @@ type Config struct {
 	Log       *slog.Logger
 	// SysfsRoot is where <pf> virtual functions are read ("/sys").
 	SysfsRoot string
+	// OVS adds ports to Open vSwitch bridges; nil: networks with
+	// <virtualport type='openvswitch'> cannot plug ports.
+	OVS OVS
+}
+
+// OVS is the Open vSwitch database (ovs.Client over OVSDB).
+type OVS interface {
+	AddPort(ctx context.Context, p ovs.PortSpec) error
+	DelPort(ctx context.Context, bridge, name string) error
 }
 
 // Manager owns every network of one vnetd. Its methods are safe for
@@ -498,17 +510,17 @@ func (m *Manager) Destroy(id string) error {
 		// Still running in part: keep it so destroy can be retried.
 		return fail(api.CodeOperationFailed, n.Name, err)
 	}
-	reap := ""
+	var reap *reapRecord
 	if n.Forward.Mode.Managed() {
-		reap = n.Bridge.Name
+		reap = &reapRecord{Bridge: n.Bridge.Name, IfIndex: r.ifindex, XML: string(n.Format(0))}
 	}
 	// One transaction: the network's record goes and its bridge is recorded
 	// for deletion, so a crash cannot leave a bridge nobody deletes.
-	if err := m.state.retire(n.Name, reap, string(n.Format(0))); err != nil {
+	if err := m.state.retire(n.Name, reap); err != nil {
 		return fail(api.CodeOperationFailed, n.Name, err)
 	}
 	delete(m.active, n.Name)
-	if reap != "" {
+	if reap != nil {
 		m.reap(n)
 	}
 	m.log.Info("destroyed", "network", n.Name, "took", time.Since(began))
@@ -541,13 +553,26 @@ func (m *Manager) reap(n *conf.Network) {
 	}()
 }
 
-// awaitReaped waits until a bridge being deleted is gone.
+// awaitReaped waits until a bridge being deleted has left the kernel's list
+// of links, which frees its name; the kernel's own clean-up after that does
+// not need waiting for.
 func (m *Manager) awaitReaped(bridge string) {
 	m.reapMu.Lock()
 	done := m.reaping[bridge]
 	m.reapMu.Unlock()
-	if done != nil {
-		<-done
+	if done == nil {
+		return
+	}
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		if exists, err := m.cfg.Host.LinkExists(bridge); err == nil && !exists {
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -559,10 +584,14 @@ func (m *Manager) finishReaping() {
 		m.log.Error("reading bridges left to delete", "err", err)
 		return
 	}
-	for bridge, xml := range recs {
-		n, err := conf.Parse([]byte(xml))
+	for bridge, rec := range recs {
+		n, err := conf.Parse([]byte(rec.XML))
 		if err == nil {
-			err = m.cfg.Host.Stop(n)
+			// A bridge of that name with another ifindex is a network started
+			// after the destroy: not ours to delete.
+			if idx, lerr := m.cfg.Host.LinkIndex(bridge); lerr == nil && idx == rec.IfIndex {
+				err = m.cfg.Host.Stop(n)
+			}
 		}
 		if err != nil {
 			m.log.Error("deleting a destroyed network's bridge", "bridge", bridge, "err", err)

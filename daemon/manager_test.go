@@ -58,6 +58,15 @@ func (h *fakeHost) Stop(n *conf.Network) error {
 
 func (h *fakeHost) Deactivate(n *conf.Network) error { return nil }
 
+func (h *fakeHost) LinkIndex(name string) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if i, ok := h.bridges[name]; ok {
+		return i, nil
+	}
+	return 0, errors.New("no such link")
+}
+
 func (h *fakeHost) CreateTap(name string, o dataplane.TapOptions) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

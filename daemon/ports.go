@@ -1,10 +1,12 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
@@ -12,6 +14,7 @@ import (
 	"github.com/vnetd/vnetd/api"
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/dataplane"
+	"github.com/vnetd/vnetd/dataplane/ovs"
 	"github.com/vnetd/vnetd/ports"
 )
 
@@ -171,6 +174,15 @@ func (m *Manager) plug(n *conf.Network, lp *livePort, opt PortOptions) error {
 			return nil // the hypervisor plugs the device itself
 		}
 		lp.device = dev
+		if isOVS(p) {
+			if err := m.ovsAdd(n, p, dev); err != nil {
+				if lp.created {
+					m.cfg.Host.DeleteLink(dev)
+				}
+				return err
+			}
+			return nil
+		}
 		if _, err := m.cfg.Host.AttachPort(portLink(n, p, dev)); err != nil {
 			if lp.created {
 				m.cfg.Host.DeleteLink(dev)
@@ -204,6 +216,13 @@ func (m *Manager) unplug(n *conf.Network, lp *livePort) error {
 	var err error
 	switch lp.port.Plug.Type {
 	case conf.PlugNetwork, conf.PlugBridge:
+		if isOVS(lp.port) {
+			err = m.ovsDel(lp.port.Plug.Bridge, lp.device)
+			if err == nil && lp.created {
+				err = m.cfg.Host.DeleteLink(lp.device)
+			}
+			break
+		}
 		err = m.cfg.Host.DetachPort(portLink(n, lp.port, lp.device), lp.created)
 	case conf.PlugDirect:
 		err = m.cfg.Host.DeleteLink(lp.device)
@@ -212,6 +231,34 @@ func (m *Manager) unplug(n *conf.Network, lp *livePort) error {
 		m.log.Warn("unplugging port", "network", n.Name, "port", lp.port.UUID, "device", lp.device, "err", err)
 	}
 	return err
+}
+
+// isOVS: the port goes into an Open vSwitch bridge (libvirt plugs those with
+// ovs-vsctl, vnetd over OVSDB).
+func isOVS(p *conf.Port) bool {
+	return p.Plug.Type == conf.PlugBridge && p.VirtualPort != nil && p.VirtualPort.Type == conf.VirtualPortOpenvswitch
+}
+
+func (m *Manager) ovsAdd(n *conf.Network, p *conf.Port, dev string) error {
+	if m.cfg.OVS == nil {
+		return fmt.Errorf("network %q uses Open vSwitch, but vnetd has no OVSDB connection (--ovsdb-socket)", n.Name)
+	}
+	spec := ovs.PortSpec{Bridge: p.Plug.Bridge, Name: dev, MAC: p.MAC, VMID: p.OwnerUUID.String(), VLAN: p.VLAN, ProfileID: p.VirtualPort.ProfileID}
+	if p.VirtualPort.InterfaceID != nil {
+		spec.InterfaceID = p.VirtualPort.InterfaceID.String()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return m.cfg.OVS.AddPort(ctx, spec)
+}
+
+func (m *Manager) ovsDel(bridge, dev string) error {
+	if m.cfg.OVS == nil {
+		return errors.New("no OVSDB connection (--ovsdb-socket)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return m.cfg.OVS.DelPort(ctx, bridge, dev)
 }
 
 func portLink(n *conf.Network, p *conf.Port, dev string) dataplane.PortLink {

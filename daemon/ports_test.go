@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/vnetd/vnetd/api"
+	"github.com/vnetd/vnetd/dataplane/ovs"
 )
 
 const portXML = `<networkport>
@@ -111,5 +114,49 @@ func TestPoolNetworks(t *testing.T) {
 	p, err := e.m.CreatePort("dn", []byte(portXML), PortOptions{TapOwner: -1})
 	if err != nil || p.Plug.Dev != "eth1" || !e.host.links["macvtap0"] {
 		t.Fatalf("direct port: %+v %v links %v", p, err, e.host.links)
+	}
+}
+
+type fakeOVS struct{ ports map[string]ovs.PortSpec }
+
+func (f *fakeOVS) AddPort(_ context.Context, p ovs.PortSpec) error {
+	f.ports[p.Bridge+"/"+p.Name] = p
+	return nil
+}
+
+func (f *fakeOVS) DelPort(_ context.Context, bridge, name string) error {
+	delete(f.ports, bridge+"/"+name)
+	return nil
+}
+
+func TestOpenvswitchPorts(t *testing.T) {
+	e := &testEnv{dir: t.TempDir(), host: newFakeHost(), fw: newFakeFirewall()}
+	fo := &fakeOVS{ports: map[string]ovs.PortSpec{}}
+	m, err := Open(Config{ConfigDir: filepath.Join(e.dir, "etc"), StateDir: filepath.Join(e.dir, "state"), Host: e.host, Firewall: e.fw, OVS: fo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	e.host.links["ovsbr0"] = true
+	e.host.links["vnet3"] = true
+	m.Define([]byte(`<network><name>ovs</name><forward mode='bridge'/><bridge name='ovsbr0'/>
+  <virtualport type='openvswitch'/>
+  <portgroup name='web' default='yes'><vlan><tag id='42'/></vlan></portgroup></network>`))
+	if err := m.Start("ovs"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := m.CreatePort("ovs", []byte(portXML), PortOptions{Attach: "vnet3", TapOwner: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := fo.ports["ovsbr0/vnet3"]
+	if !ok || got.VLAN == nil || got.VLAN.Tags[0].ID != 42 || got.InterfaceID == "" || got.VMID != p.OwnerUUID.String() {
+		t.Fatalf("ovs port %+v (ok %v)", got, ok)
+	}
+	if len(e.host.attached) != 0 {
+		t.Fatal("an OVS port was also enslaved as a Linux bridge port")
+	}
+	if err := m.DeletePort("ovs", portID); err != nil || len(fo.ports) != 0 {
+		t.Fatalf("delete: %v, left %v", err, fo.ports)
 	}
 }

@@ -22,6 +22,7 @@ type Options struct {
 	RunDir      string // lock file
 	Socket      string // control API socket
 	SocketGroup string // group allowed on the socket (mode 0660); empty: root only (0600)
+	OVSDBSocket string // Open vSwitch database, for networks with <virtualport type='openvswitch'>
 	// ReconcileInterval is how often firewall rules are checked besides the
 	// nftables events; 0 means 5 s.
 	ReconcileInterval time.Duration
@@ -43,7 +44,11 @@ func Run(ctx context.Context, opt Options, host Host, fw Firewall) error {
 	defer unlock()
 
 	began := time.Now()
-	m, err := Open(Config{ConfigDir: opt.ConfigDir, StateDir: opt.StateDir, Host: host, Firewall: fw, Log: log})
+	cfg := Config{ConfigDir: opt.ConfigDir, StateDir: opt.StateDir, Host: host, Firewall: fw, Log: log}
+	if opt.OVSDBSocket != "" {
+		cfg.OVS = &lazyOVS{socket: opt.OVSDBSocket}
+	}
+	m, err := Open(cfg)
 	if err != nil {
 		return err
 	}

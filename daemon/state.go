@@ -102,17 +102,31 @@ func (s *stateDB) all() ([]*liveRecord, error) {
 	return out, nil
 }
 
-// retire forgets a destroyed network and, when bridge is set, records the
-// bridge (with the network's XML) until it is deleted.
-func (s *stateDB) retire(name, bridge, xml string) error {
+// reapRecord is a destroyed network's bridge that is still to be deleted.
+type reapRecord struct {
+	Bridge  string `json:"bridge"`
+	IfIndex int    `json:"ifindex"`
+	XML     string `json:"xml"`
+}
+
+// retire forgets a destroyed network and, when reap is set, records its
+// bridge until it is deleted.
+func (s *stateDB) retire(name string, reap *reapRecord) error {
+	var data []byte
+	if reap != nil {
+		var err error
+		if data, err = json.Marshal(reap); err != nil {
+			return err
+		}
+	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketNetworks).Delete([]byte(name)); err != nil {
 			return err
 		}
-		if bridge == "" {
+		if reap == nil {
 			return nil
 		}
-		return tx.Bucket(bucketReap).Put([]byte(bridge), []byte(xml))
+		return tx.Bucket(bucketReap).Put([]byte(reap.Bridge), data)
 	})
 }
 
@@ -122,11 +136,15 @@ func (s *stateDB) deleteReap(bridge string) error {
 	})
 }
 
-func (s *stateDB) reaps() (map[string]string, error) {
-	out := map[string]string{}
+func (s *stateDB) reaps() (map[string]*reapRecord, error) {
+	out := map[string]*reapRecord{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketReap).ForEach(func(k, v []byte) error {
-			out[string(k)] = string(v)
+			r := &reapRecord{}
+			if err := json.Unmarshal(v, r); err != nil {
+				return fmt.Errorf("reap record %q: %w", k, err)
+			}
+			out[string(k)] = r
 			return nil
 		})
 	})

@@ -14,6 +14,7 @@ wanted=(
   "ndisc6:rdisc6"
   "bind9-dnsutils:dig"
   "iperf3:iperf3"
+  "openvswitch-switch:ovsdb-server"   # OVSDB tests run their own ovsdb-server
   "gcc:gcc"         # go test -race needs cgo
   "libc6-dev:"      # ditto (crt files, headers)
 )

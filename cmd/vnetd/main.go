@@ -22,6 +22,7 @@ func main() {
 	flag.StringVar(&opt.RunDir, "run-dir", "/run/vnetd", "lock file; one vnetd per run dir")
 	flag.StringVar(&opt.Socket, "socket", "/run/vnetd/vnetd.sock", "control API socket")
 	flag.StringVar(&opt.SocketGroup, "socket-group", "", "group allowed to use the socket (mode 0660); default root only (0600)")
+	flag.StringVar(&opt.OVSDBSocket, "ovsdb-socket", "/run/openvswitch/db.sock", "Open vSwitch database socket (used only by networks with <virtualport type='openvswitch'>)")
 	flag.DurationVar(&opt.ReconcileInterval, "reconcile-interval", 0, "how often firewall rules are checked besides nftables events (default 5s)")
 	logFormat := flag.String("log-format", "text", "text or json")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
