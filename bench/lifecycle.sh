@@ -258,13 +258,18 @@ check_up() {
 }
 # check_gone NS BRIDGE: the bridge device is gone. net-destroy returns once the
 # network carries no traffic and has no rules; vnetd leaves the kernel's
-# deletion of the device (30-50 ms of RCU grace periods here) to the
-# background, so wait for it, untimed, before the next start, on both sides,
-# so that every start is measured from the same clean state.
+# deletion of the device (30-50 ms of RCU grace periods holding the rtnl lock
+# here) to the background. Every operation is measured from an idle host: wait,
+# untimed and on both sides, for the bridge to go and then SETTLE seconds more,
+# so one operation's kernel work does not land in the next one's figure.
+SETTLE=${SETTLE:-0.2}
 check_gone() {
   local _
   for _ in $(seq 100); do
-    ip -n "$1" link show dev "$2" >/dev/null 2>&1 || return 0
+    if ! ip -n "$1" link show dev "$2" >/dev/null 2>&1; then
+      sleep "$SETTLE"
+      return 0
+    fi
     sleep 0.01
   done
   return 1

@@ -432,11 +432,13 @@ func (m *Manager) start(n *conf.Network, transient bool) error {
 	if err := m.state.put(rec); err != nil {
 		return fail(api.CodeOperationFailed, n.Name, fmt.Errorf("network %q: recording start: %w", n.Name, err))
 	}
+	recorded := time.Now()
 	ifindex, err := m.startOnHost(n)
 	if err != nil {
 		m.state.delete(n.Name)
 		return fail(api.CodeOperationFailed, n.Name, err)
 	}
+	onHost := time.Now()
 	r := &running{net: n, ifindex: ifindex, transient: transient, started: began, ports: map[uuid.UUID]*livePort{}}
 	if err := m.saveRunning(r); err != nil {
 		m.teardown(n)
@@ -445,6 +447,7 @@ func (m *Manager) start(n *conf.Network, transient bool) error {
 	}
 	m.active[n.Name] = r
 	log.Info("started", "bridge", n.Bridge.Name, "ifindex", ifindex, "took", time.Since(began))
+	log.Debug("start phases", "record", recorded.Sub(began), "host", onHost.Sub(recorded), "save", time.Since(onHost))
 	return nil
 }
 
@@ -455,10 +458,12 @@ func (m *Manager) startOnHost(n *conf.Network) (int, error) {
 		return 0, m.startPool(n)
 	}
 	m.awaitReaped(n.Bridge.Name)
+	began := time.Now()
 	ifindex, err := m.cfg.Host.Start(n)
 	if err != nil {
 		return 0, err
 	}
+	m.log.Debug("bridge up", "network", n.Name, "took", time.Since(began))
 	if err := m.cfg.Firewall.Apply(n, ifindex); err != nil {
 		m.teardown(n)
 		return 0, err
@@ -499,9 +504,8 @@ func (m *Manager) Destroy(id string) error {
 		delete(r.ports, id)
 	}
 	if n.Forward.Mode.Managed() {
-		if err := m.cfg.Firewall.Remove(n); err != nil {
-			errs = append(errs, err)
-		}
+		// Down is enough to stop all traffic; rules and device go in the
+		// background (reap).
 		if err := m.cfg.Host.Deactivate(n); err != nil {
 			errs = append(errs, err)
 		}
@@ -527,10 +531,12 @@ func (m *Manager) Destroy(id string) error {
 	return nil
 }
 
-// reap deletes a deactivated bridge in the background: the network already
-// carries no traffic and has no rules, and the kernel's deletion of the
-// device is what makes a destroy slow. Starting a network on that bridge
-// waits for it (awaitReaped).
+// reap removes a deactivated bridge's rules and device in the background:
+// the network already carries no traffic, and both deletions make the kernel
+// wait for RCU grace periods (tens of milliseconds) that a destroy need not
+// wait for. Rules go first, so once the bridge's name is free nothing of the
+// old network is left to collide with a new one; starting a network on that
+// bridge waits for that (awaitReaped).
 func (m *Manager) reap(n *conf.Network) {
 	done := make(chan struct{})
 	m.reapMu.Lock()
@@ -540,6 +546,9 @@ func (m *Manager) reap(n *conf.Network) {
 	go func() {
 		defer m.reapers.Done()
 		began := time.Now()
+		if err := m.cfg.Firewall.Remove(n); err != nil {
+			m.log.Error("removing the rules of a destroyed network", "network", n.Name, "err", err)
+		}
 		if err := m.cfg.Host.Stop(n); err != nil {
 			m.log.Error("deleting the bridge of a destroyed network", "network", n.Name, "bridge", n.Bridge.Name, "err", err)
 		} else if err := m.state.deleteReap(n.Bridge.Name); err != nil {
@@ -589,8 +598,9 @@ func (m *Manager) finishReaping() {
 		if err == nil {
 			// A bridge of that name with another ifindex is a network started
 			// after the destroy: not ours to delete.
-			if idx, lerr := m.cfg.Host.LinkIndex(bridge); lerr == nil && idx == rec.IfIndex {
-				err = m.cfg.Host.Stop(n)
+			idx, lerr := m.cfg.Host.LinkIndex(bridge)
+			if lerr != nil || idx == rec.IfIndex {
+				err = errors.Join(m.cfg.Firewall.Remove(n), m.cfg.Host.Stop(n))
 			}
 		}
 		if err != nil {

@@ -79,6 +79,55 @@ func (f *Firewall) apply(p *Plan, bridgeIndex int) error {
 		return fmt.Errorf("invalid ifindex %d for bridge %q", bridgeIndex, p.Bridge)
 	}
 	idx := Ifindexes{p.Bridge: bridgeIndex}
+	for _, t := range p.Tables {
+		if t.Family != IPv4 && t.Family != IPv6 {
+			return fmt.Errorf("table %s: invalid family %v", t.Name, t.Family)
+		}
+	}
+	// Deleting a table in a batch makes the kernel's commit wait for RCU
+	// grace periods (10-30 ms); a first start has nothing to delete, so the
+	// delete is only sent for tables that exist. Should one appear between
+	// the look-up and the batch, the batch fails whole and is sent again
+	// with every delete.
+	existing, err := f.existingTables(p.Bridge)
+	if err != nil {
+		return err
+	}
+	msgs, err := f.applyMsgs(p, idx, existing)
+	if err != nil {
+		return err
+	}
+	if err := sendBatch(f.conn.NetNS, msgs); err == nil {
+		return nil
+	}
+	msgs, err = f.applyMsgs(p, idx, map[Family]bool{IPv4: true, IPv6: true})
+	if err != nil {
+		return err
+	}
+	return sendBatch(f.conn.NetNS, msgs)
+}
+
+// existingTables reports which families hold the bridge's table.
+func (f *Firewall) existingTables(bridge string) (map[Family]bool, error) {
+	out := map[Family]bool{}
+	name := TableName(bridge)
+	for _, fam := range []Family{IPv4, IPv6} {
+		tables, err := f.conn.ListTablesOfFamily(nftables.TableFamily(nfproto(fam)))
+		if err != nil {
+			return nil, fmt.Errorf("listing %s tables: %w", fam, err)
+		}
+		for _, t := range tables {
+			if t.Name == name {
+				out[fam] = true
+			}
+		}
+	}
+	return out, nil
+}
+
+// applyMsgs is the batch that replaces the bridge's tables with the plan's,
+// deleting the families' tables named in replace first.
+func (f *Firewall) applyMsgs(p *Plan, idx Ifindexes, replace map[Family]bool) ([]netlink.Message, error) {
 	var msgs []netlink.Message
 	add := func(m netlink.Message, err error) error {
 		if err != nil {
@@ -87,19 +136,16 @@ func (f *Firewall) apply(p *Plan, bridgeIndex int) error {
 		msgs = append(msgs, m)
 		return nil
 	}
-	for _, t := range p.Tables {
-		if t.Family != IPv4 && t.Family != IPv6 {
-			return fmt.Errorf("table %s: invalid family %v", t.Name, t.Family)
-		}
-	}
 	for _, fam := range []Family{IPv4, IPv6} {
-		// Adding first makes the delete valid when the table is missing.
 		name := TableName(p.Bridge)
-		if err := errors.Join(
-			add(tableMsg(unix.NFT_MSG_NEWTABLE, fam, name)),
-			add(tableMsg(unix.NFT_MSG_DELTABLE, fam, name)),
-		); err != nil {
-			return err
+		if replace[fam] {
+			// Adding first makes the delete valid should the table have gone.
+			if err := errors.Join(
+				add(tableMsg(unix.NFT_MSG_NEWTABLE, fam, name)),
+				add(tableMsg(unix.NFT_MSG_DELTABLE, fam, name)),
+			); err != nil {
+				return nil, err
+			}
 		}
 		i := slices.IndexFunc(p.Tables, func(t Table) bool { return t.Family == fam })
 		if i < 0 {
@@ -109,24 +155,24 @@ func (f *Firewall) apply(p *Plan, bridgeIndex int) error {
 		}
 		t := &p.Tables[i]
 		if err := add(tableMsg(unix.NFT_MSG_NEWTABLE, t.Family, t.Name)); err != nil {
-			return err
+			return nil, err
 		}
 		for _, c := range t.Chains {
 			if err := add(chainMsg(t.Family, t.Name, c)); err != nil {
-				return fmt.Errorf("table %s %s: chain %s: %w", t.Family, t.Name, c.Name, err)
+				return nil, fmt.Errorf("table %s %s: chain %s: %w", t.Family, t.Name, c.Name, err)
 			}
 		}
 		for _, r := range t.Rules {
 			exprs, err := r.Exprs(t.Family, idx)
 			if err != nil {
-				return fmt.Errorf("table %s %s: rule %q: %w", t.Family, t.Name, r, err)
+				return nil, fmt.Errorf("table %s %s: rule %q: %w", t.Family, t.Name, r, err)
 			}
 			if err := add(ruleMsg(t.Family, t.Name, r.Chain, exprs)); err != nil {
-				return fmt.Errorf("table %s %s: rule %q: %w", t.Family, t.Name, r, err)
+				return nil, fmt.Errorf("table %s %s: rule %q: %w", t.Family, t.Name, r, err)
 			}
 		}
 	}
-	return sendBatch(f.conn.NetNS, msgs)
+	return msgs, nil
 }
 
 // Remove deletes both families' tables of the bridge, atomically; tables that
