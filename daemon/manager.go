@@ -39,6 +39,8 @@ type Host interface {
 	DetachPort(pl dataplane.PortLink, deleteLink bool) error
 	CreateMacvtap(name, parent string, mode conf.MacvtapMode, mac net.HardwareAddr, mtu int) (ifindex int, err error)
 	DeleteLink(name string) error
+	// SetVF gives an SR-IOV VF the guest's MAC and VLAN through its PF.
+	SetVF(pf string, vf int, mac net.HardwareAddr, vlan int) error
 }
 
 // Firewall installs a network's forwarding and NAT rules (firewall.Firewall

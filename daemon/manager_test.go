@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -24,6 +25,7 @@ type fakeHost struct {
 	failNext error
 	links    map[string]bool // host links that are not bridges of ours
 	attached []string        // links enslaved as ports
+	vfs      []string        // SetVF calls
 }
 
 func newFakeHost() *fakeHost {
@@ -57,6 +59,13 @@ func (h *fakeHost) Stop(n *conf.Network) error {
 }
 
 func (h *fakeHost) Deactivate(n *conf.Network) error { return nil }
+
+func (h *fakeHost) SetVF(pf string, vf int, mac net.HardwareAddr, vlan int) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.vfs = append(h.vfs, fmt.Sprintf("%s/%d mac=%s vlan=%d", pf, vf, mac, vlan))
+	return nil
+}
 
 func (h *fakeHost) LinkIndex(name string) (int, error) {
 	h.mu.Lock()

@@ -202,14 +202,69 @@ func (m *Manager) plug(n *conf.Network, lp *livePort, opt PortOptions) error {
 		}
 		lp.device, lp.created = name, true
 	case conf.PlugHostdevPCI:
-		// The VF is handed to the hypervisor as a PCI device; vnetd only
-		// counts it. Its MAC and VLAN need the PF, which comes with <pf>.
+		return m.plugVF(p)
 	}
 	return nil
 }
 
+// plugVF readies an SR-IOV VF for device assignment: the guest's MAC and VLAN
+// set through the PF (the guest cannot be trusted to), and with
+// managed='yes' the VF handed to vfio-pci.
+func (m *Manager) plugVF(p *conf.Port) error {
+	vlan, err := vfVLAN(p.VLAN)
+	if err != nil {
+		return err
+	}
+	pf, idx, err := dataplane.PFOfVF(m.cfg.SysfsRoot, p.Plug.PCI)
+	if err != nil {
+		return err
+	}
+	if err := m.cfg.Host.SetVF(pf, idx, p.MAC, vlan); err != nil {
+		return err
+	}
+	if p.Plug.Managed == conf.TristateYes {
+		if err := dataplane.BindVFIO(m.cfg.SysfsRoot, p.Plug.PCI); err != nil {
+			m.cfg.Host.SetVF(pf, idx, nil, 0)
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Manager) unplugVF(p *conf.Port) error {
+	var errs []error
+	if p.Plug.Managed == conf.TristateYes {
+		errs = append(errs, dataplane.UnbindVFIO(m.cfg.SysfsRoot, p.Plug.PCI))
+	}
+	if pf, idx, err := dataplane.PFOfVF(m.cfg.SysfsRoot, p.Plug.PCI); err != nil {
+		errs = append(errs, err)
+	} else {
+		// The next guest must not inherit this one's VLAN.
+		errs = append(errs, m.cfg.Host.SetVF(pf, idx, nil, 0))
+	}
+	return errors.Join(errs...)
+}
+
+// vfVLAN is the VLAN a VF can carry: one tag, untagged to the guest.
+func vfVLAN(v *conf.VLAN) (int, error) {
+	switch {
+	case v == nil || len(v.Tags) == 0:
+		return 0, nil
+	case v.Trunk || len(v.Tags) > 1:
+		return 0, errors.New("an SR-IOV VF carries a single VLAN tag; trunks are not supported")
+	}
+	return int(v.Tags[0].ID), nil
+}
+
 // unplug undoes plug; errors are logged as this runs on failing paths too.
 func (m *Manager) unplug(n *conf.Network, lp *livePort) error {
+	if lp.port.Plug.Type == conf.PlugHostdevPCI {
+		err := m.unplugVF(lp.port)
+		if err != nil {
+			m.log.Warn("releasing VF", "network", n.Name, "port", lp.port.UUID, "pci", lp.port.Plug.PCI.String(), "err", err)
+		}
+		return err
+	}
 	if lp.device == "" {
 		return nil
 	}

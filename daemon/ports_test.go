@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -158,5 +159,66 @@ func TestOpenvswitchPorts(t *testing.T) {
 	}
 	if err := m.DeletePort("ovs", portID); err != nil || len(fo.ports) != 0 {
 		t.Fatalf("delete: %v, left %v", err, fo.ports)
+	}
+}
+
+// fakeSysfs is a PF eth2 (0000:03:00.0) with two VFs, as sysfs shows it.
+func fakeSysfs(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	dev := filepath.Join(root, "bus", "pci", "devices")
+	for _, d := range []string{"0000:03:00.0/net/eth2", "0000:03:00.1", "0000:03:00.2", "../../../class/net"} {
+		if err := os.MkdirAll(filepath.Join(dev, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for l, target := range map[string]string{
+		"bus/pci/devices/0000:03:00.0/virtfn0": "../0000:03:00.1",
+		"bus/pci/devices/0000:03:00.0/virtfn1": "../0000:03:00.2",
+		"bus/pci/devices/0000:03:00.1/physfn":  "../0000:03:00.0",
+		"bus/pci/devices/0000:03:00.2/physfn":  "../0000:03:00.0",
+	} {
+		if err := os.Symlink(target, filepath.Join(root, l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(filepath.Join(root, "class", "net", "eth2"), 0o755)
+	if err := os.Symlink("../../../bus/pci/devices/0000:03:00.0", filepath.Join(root, "class", "net", "eth2", "device")); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+func TestHostdevPoolFromPF(t *testing.T) {
+	e := &testEnv{dir: t.TempDir(), host: newFakeHost(), fw: newFakeFirewall()}
+	m, err := Open(Config{ConfigDir: filepath.Join(e.dir, "etc"), StateDir: filepath.Join(e.dir, "state"), Host: e.host, Firewall: e.fw, SysfsRoot: fakeSysfs(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.Define([]byte(`<network><name>hd</name><forward mode='hostdev' managed='no'><pf dev='eth2'/></forward>
+  <portgroup name='v' default='yes'><vlan><tag id='7'/></vlan></portgroup></network>`))
+	if err := m.Start("hd"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := m.CreatePort("hd", []byte(portXML), PortOptions{TapOwner: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Plug.PCI.String() != "0000:03:00.1" || len(e.host.vfs) != 1 || e.host.vfs[0] != "eth2/0 mac=52:54:00:7b:35:93 vlan=7" {
+		t.Fatalf("plug %s, VF calls %v", p.Plug.PCI, e.host.vfs)
+	}
+	live, _ := m.XML("hd", false)
+	if !strings.Contains(string(live), "<address type='pci' domain='0x0000' bus='0x03' slot='0x00' function='0x1' connections='1'/>") {
+		t.Fatalf("live XML lacks the expanded pool:\n%s", live)
+	}
+	if inactive, _ := m.XML("hd", true); strings.Contains(string(inactive), "<address") {
+		t.Fatalf("inactive XML shows the expanded VFs:\n%s", inactive)
+	}
+	if err := m.DeletePort("hd", portID); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.host.vfs[len(e.host.vfs)-1]; got != "eth2/0 mac= vlan=0" {
+		t.Fatalf("VF not cleared on delete: %v", e.host.vfs)
 	}
 }

@@ -429,3 +429,9 @@ func onOff(b bool) string {
 	}
 	return "off"
 }
+
+// SetVF gives VF vf of pf the guest's MAC and VLAN (0: none) through the
+// PF (ConfigureVF with this Dataplane's netlink handle).
+func (d *Dataplane) SetVF(pf string, vf int, mac net.HardwareAddr, vlan int) error {
+	return ConfigureVF(d.nl, pf, vf, mac, vlan)
+}

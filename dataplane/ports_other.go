@@ -16,3 +16,5 @@ func (d *Dataplane) LinkIndex(string) (int, error)      { return 0, errUnsupport
 func (d *Dataplane) CreateMacvtap(string, string, conf.MacvtapMode, net.HardwareAddr, int) (int, error) {
 	return 0, errUnsupported
 }
+
+func (d *Dataplane) SetVF(string, int, net.HardwareAddr, int) error { return errUnsupported }
