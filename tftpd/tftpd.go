@@ -1,0 +1,420 @@
+// Package tftpd is a small read-only TFTP server (RFC 1350, with the RFC
+// 2347 option extension, the RFC 2348 blksize and the RFC 2349 tsize options) for
+// network boot, serving the files under one root directory.
+//
+// Only octet mode is supported. Write requests are refused. A requested path
+// must stay under the root: absolute paths, ".." components and symlinks
+// leading out of the root are refused with an access violation.
+package tftpd
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Config configures a Server.
+type Config struct {
+	Root string         // directory served
+	Addr netip.AddrPort // where to listen, e.g. the bridge IP and port 69
+	Log  *slog.Logger   // nil: no logging
+}
+
+// Defaults of the transfer parameters.
+const (
+	defaultTimeout      = time.Second
+	defaultTries        = 5
+	defaultMaxTransfers = 64
+)
+
+// Server is a read-only TFTP server.
+type Server struct {
+	root    string // absolute, symlink-free path of Config.Root
+	addr    netip.AddrPort
+	network string // "udp4" or "udp6"
+	log     *slog.Logger
+
+	timeout time.Duration // wait for an ACK before resending
+	tries   int           // sends of a packet before giving up
+	sem     chan struct{} // bounds concurrent transfers
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	conn    *net.UDPConn
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// New checks cfg and returns a server; Start makes it listen.
+func New(cfg Config) (*Server, error) {
+	if cfg.Root == "" {
+		return nil, errors.New("tftp: no root directory")
+	}
+	abs, err := filepath.Abs(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("tftp root %s: %w", cfg.Root, err)
+	}
+	root, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return nil, fmt.Errorf("tftp root %s: %w", cfg.Root, err)
+	}
+	fi, err := os.Stat(root)
+	if err != nil {
+		return nil, fmt.Errorf("tftp root %s: %w", cfg.Root, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("tftp root %s: not a directory", cfg.Root)
+	}
+	if !cfg.Addr.IsValid() {
+		return nil, errors.New("tftp: no listen address")
+	}
+	addr := cfg.Addr
+	network := "udp6"
+	if a := addr.Addr().Unmap(); a.Is4() {
+		addr = netip.AddrPortFrom(a, addr.Port())
+		network = "udp4"
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		root:    root,
+		addr:    addr,
+		network: network,
+		log:     log,
+		timeout: defaultTimeout,
+		tries:   defaultTries,
+		sem:     make(chan struct{}, defaultMaxTransfers),
+	}, nil
+}
+
+// Start listens on the configured address and serves requests in the
+// background until ctx is cancelled or Close is called.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("tftp: server closed")
+	}
+	if s.started {
+		return errors.New("tftp: server already started")
+	}
+	conn, err := net.ListenUDP(s.network, net.UDPAddrFromAddrPort(s.addr))
+	if err != nil {
+		return fmt.Errorf("tftp listen %s: %w", s.addr, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	context.AfterFunc(ctx, func() { conn.Close() })
+	s.started, s.conn, s.cancel = true, conn, cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.serve(ctx, conn)
+	}()
+	s.log.Info("tftp server listening", "addr", s.localAddr(), "root", s.root)
+	return nil
+}
+
+// Addr returns the address the server listens on (with the actual port
+// when Config.Addr had port 0), or the zero value before Start.
+func (s *Server) Addr() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.localAddr()
+}
+
+func (s *Server) localAddr() netip.AddrPort {
+	if s.conn == nil {
+		return netip.AddrPort{}
+	}
+	ap := s.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	if s.network == "udp4" {
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return ap
+}
+
+// Close stops the server and every transfer, and waits for them to end.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) serve(ctx context.Context, conn *net.UDPConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("tftp read", "err", err)
+			continue
+		}
+		pkt := buf[:n]
+		req, err := parseRequest(pkt)
+		if err != nil {
+			if n >= 2 {
+				if op := binary.BigEndian.Uint16(pkt); op == opRRQ || op == opWRQ {
+					s.log.Debug("tftp malformed request", "client", from, "err", err)
+					conn.WriteToUDPAddrPort(errorPacket(errIllegalOp, "malformed request"), from)
+				}
+			}
+			continue // not a request: not for the listening port
+		}
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			s.log.Warn("tftp too many transfers, request refused", "client", from, "file", req.filename)
+			conn.WriteToUDPAddrPort(errorPacket(errUndefined, "server busy"), from)
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-s.sem }()
+			s.handle(ctx, req, from)
+		}()
+	}
+}
+
+// tftpError is an error to send to the client as an ERROR packet.
+type tftpError struct {
+	code   uint16
+	msg    string // sent to the client
+	reason string // logged
+}
+
+func (e *tftpError) Error() string { return e.msg + ": " + e.reason }
+
+func accessDenied(reason string) *tftpError {
+	return &tftpError{code: errAccess, msg: "access violation", reason: reason}
+}
+
+// handle serves one request on its own socket (the server's transfer ID).
+func (s *Server) handle(ctx context.Context, req *request, client netip.AddrPort) {
+	if s.network == "udp4" {
+		client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+	}
+	log := s.log.With("client", client, "file", req.filename)
+	conn, err := net.ListenUDP(s.network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(s.addr.Addr(), 0)))
+	if err != nil {
+		log.Error("tftp transfer socket", "err", err)
+		return
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	t := &transfer{conn: conn, client: client, timeout: s.timeout, tries: s.tries}
+
+	if req.op == opWRQ {
+		log.Warn("tftp write request refused")
+		t.sendError(errAccess, "access violation: read-only server")
+		return
+	}
+	if req.mode != "octet" {
+		log.Info("tftp transfer mode refused", "mode", req.mode)
+		t.sendError(errUndefined, "unsupported transfer mode "+req.mode+", only octet is supported")
+		return
+	}
+	f, err := s.open(req.filename)
+	if err != nil {
+		var te *tftpError
+		if !errors.As(err, &te) {
+			te = &tftpError{code: errUndefined, msg: "cannot read file", reason: err.Error()}
+		}
+		if te.code == errAccess {
+			log.Warn("tftp access violation", "reason", te.reason)
+		} else {
+			log.Info("tftp request failed", "err", te.reason)
+		}
+		t.sendError(te.code, te.msg)
+		return
+	}
+	defer f.Close()
+	n, err := t.send(f, req.options)
+	if err != nil {
+		log.Info("tftp transfer failed", "err", err, "sent", n)
+		return
+	}
+	log.Info("tftp sent", "bytes", n)
+}
+
+// open opens name, a client's path relative to the root, refusing any path
+// that would leave the root.
+func (s *Server) open(name string) (*os.File, error) {
+	// DOS-style separators, as sent by some PXE clients (and dnsmasq).
+	name = strings.ReplaceAll(name, `\`, "/")
+	if strings.HasPrefix(name, "/") {
+		return nil, accessDenied("absolute path")
+	}
+	for _, c := range strings.Split(name, "/") {
+		if c == ".." {
+			return nil, accessDenied("path contains ..")
+		}
+	}
+	resolved, err := filepath.EvalSymlinks(filepath.Join(s.root, filepath.FromSlash(name)))
+	if err != nil {
+		return nil, openError(err)
+	}
+	rel, err := filepath.Rel(s.root, resolved)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return nil, accessDenied("resolves to " + resolved + ", outside the root")
+	}
+	// Open through os.Root as well, so that a symlink swapped in after the
+	// check still cannot leave the root. O_NONBLOCK: a FIFO must not hang
+	// the transfer; it is refused below.
+	root, err := os.OpenRoot(s.root)
+	if err != nil {
+		return nil, fmt.Errorf("opening root: %w", err)
+	}
+	defer root.Close()
+	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, openError(err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat %s: %w", resolved, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, accessDenied(resolved + " is not a regular file")
+	}
+	return f, nil
+}
+
+func openError(err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return &tftpError{code: errNotFound, msg: "file not found", reason: err.Error()}
+	}
+	return accessDenied(err.Error())
+}
+
+// transfer is one transfer's connection state.
+type transfer struct {
+	conn    *net.UDPConn
+	client  netip.AddrPort
+	timeout time.Duration
+	tries   int
+}
+
+var errPeerAborted = errors.New("client sent an error")
+
+func (t *transfer) sendError(code uint16, msg string) {
+	t.conn.WriteToUDPAddrPort(errorPacket(code, msg), t.client)
+}
+
+// send negotiates the options and sends f; it returns the bytes sent.
+func (t *transfer) send(f *os.File, opts []option) (int64, error) {
+	blksize := defaultBlksize
+	var oack []option
+	for _, o := range opts {
+		switch o.name {
+		case "blksize":
+			n, err := strconv.Atoi(o.value)
+			if err != nil || n < minBlksize {
+				continue // ignored, and so not acknowledged
+			}
+			blksize = min(n, maxBlksize)
+			oack = append(oack, option{"blksize", strconv.Itoa(blksize)})
+		case "tsize":
+			fi, err := f.Stat()
+			if err != nil {
+				t.sendError(errUndefined, "cannot read file")
+				return 0, fmt.Errorf("stat: %w", err)
+			}
+			oack = append(oack, option{"tsize", strconv.FormatInt(fi.Size(), 10)})
+		}
+	}
+	if len(oack) > 0 {
+		if err := t.exchange(oackPacket(oack), 0); err != nil {
+			return 0, fmt.Errorf("option negotiation: %w", err)
+		}
+	}
+	buf := make([]byte, 4+blksize)
+	var sent int64
+	for block := uint16(1); ; block++ { // wraps to 0 after 65535, as most clients expect
+		n, err := io.ReadFull(f, buf[4:])
+		last := n < blksize
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.sendError(errUndefined, "read error")
+			return sent, fmt.Errorf("reading: %w", err)
+		}
+		appendData(buf[:0], block)
+		if err := t.exchange(buf[:4+n], block); err != nil {
+			return sent, fmt.Errorf("block %d: %w", block, err)
+		}
+		sent += int64(n)
+		if last {
+			return sent, nil
+		}
+	}
+}
+
+// exchange sends pkt until the client acknowledges block, resending after
+// each timeout. Duplicate ACKs of earlier blocks are ignored, not answered
+// (the Sorcerer's Apprentice bug).
+func (t *transfer) exchange(pkt []byte, block uint16) error {
+	buf := make([]byte, 1024)
+	for range t.tries {
+		if _, err := t.conn.WriteToUDPAddrPort(pkt, t.client); err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		if err := t.conn.SetReadDeadline(time.Now().Add(t.timeout)); err != nil {
+			return err
+		}
+		for {
+			n, from, err := t.conn.ReadFromUDPAddrPort(buf)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break // resend
+			}
+			if err != nil {
+				return err
+			}
+			if from.Addr().Unmap() != t.client.Addr().Unmap() || from.Port() != t.client.Port() {
+				t.conn.WriteToUDPAddrPort(errorPacket(errUnknownTID, "unknown transfer ID"), from)
+				continue
+			}
+			if n < 4 {
+				continue
+			}
+			switch binary.BigEndian.Uint16(buf) {
+			case opACK:
+				if binary.BigEndian.Uint16(buf[2:]) == block {
+					return nil
+				}
+			case opERROR:
+				code := binary.BigEndian.Uint16(buf[2:])
+				msg, _, _ := strings.Cut(string(buf[4:n]), "\x00")
+				return fmt.Errorf("%w: code %d %q", errPeerAborted, code, msg)
+			default:
+				t.sendError(errIllegalOp, "illegal operation")
+				return fmt.Errorf("unexpected opcode %d", binary.BigEndian.Uint16(buf))
+			}
+		}
+	}
+	return fmt.Errorf("no acknowledgement after %d tries", t.tries)
+}
