@@ -45,6 +45,19 @@ type BandwidthRequest struct {
 	Outbound *Rate `json:"outbound,omitempty"`
 }
 
+// Lease is a line of net-dhcp-leases.
+type Lease struct {
+	Expiry   int64  `json:"expiryTime,omitempty"` // Unix seconds; absent: infinite
+	Type     string `json:"type"`                 // ipv4 or ipv6
+	IP       string `json:"ipaddr"`
+	Prefix   int    `json:"prefix"`
+	MAC      string `json:"mac,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
+	ClientID string `json:"clientid,omitempty"` // DHCPv4 client id, or the DHCPv6 DUID
+	IAID     uint32 `json:"iaid,omitempty"`
+	Bridge   string `json:"iface"`
+}
+
 // UpdateRequest is a net-update.
 type UpdateRequest struct {
 	Command     string `json:"command"` // modify, delete, add-first, add-last (add)

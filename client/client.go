@@ -200,3 +200,14 @@ func (c *Client) SetPortBandwidth(ctx context.Context, network, port string, req
 	_, err := c.do(ctx, http.MethodPut, networkPath(network, "/ports/"+url.PathEscape(port)+"/bandwidth"), nil, "application/json", body, nil)
 	return err
 }
+
+// Leases lists a network's current DHCP leases, optionally of one MAC.
+func (c *Client) Leases(ctx context.Context, network, mac string) ([]api.Lease, error) {
+	var out []api.Lease
+	q := url.Values{}
+	if mac != "" {
+		q.Set("mac", mac)
+	}
+	_, err := c.do(ctx, http.MethodGet, networkPath(network, "/leases"), q, "", nil, &out)
+	return out, err
+}

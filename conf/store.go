@@ -57,7 +57,7 @@ func ValidateName(name string) error {
 //
 // vnetd writes autostart markers as empty files; any entry named NAME in
 // DIR/autostart counts, so libvirt's symlinks (even dangling ones) are
-// honoured too. Every write is atomic (see writeFileAtomic); files whose names
+// honoured too. Every write is atomic (see WriteFileAtomic); files whose names
 // start with '.' are temp files and are ignored, as are files not ending in
 // ".xml".
 //
@@ -135,7 +135,7 @@ func (s *Store) Define(n *Network) (prev *Network, err error) {
 			return nil, fmt.Errorf("define network %q: %w", n.Name, err)
 		}
 	}
-	if err := writeFileAtomic(s.xmlPath(n.Name), data, 0o600); err != nil {
+	if err := WriteFileAtomic(s.xmlPath(n.Name), data, 0o600); err != nil {
 		return nil, fmt.Errorf("define network %q: %w", n.Name, err)
 	}
 	return prev, nil
@@ -306,7 +306,7 @@ func (s *Store) autostart(name string) (bool, error) {
 // setAutostart creates or removes the marker of name.
 func (s *Store) setAutostart(name string, on bool) error {
 	if on {
-		return writeFileAtomic(s.autostartPath(name), nil, 0o600)
+		return WriteFileAtomic(s.autostartPath(name), nil, 0o600)
 	}
 	err := os.Remove(s.autostartPath(name))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -318,11 +318,11 @@ func (s *Store) setAutostart(name string, on bool) error {
 	return syncDir(s.autostartDir())
 }
 
-// writeFileAtomic replaces path with data so that a crash leaves either the
+// WriteFileAtomic replaces path with data so that a crash leaves either the
 // old file or the new one, complete: it writes a temp file (".BASE.tmp*", so
 // directory scans can skip it) in the same directory, fsyncs and closes it,
 // renames it over path and fsyncs the directory. The file gets mode perm.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."

@@ -450,7 +450,7 @@ func TestStoreWriteFileAtomic(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "f")
 	for _, data := range []string{"one", "two, longer", ""} {
-		if err := writeFileAtomic(path, []byte(data), 0o640); err != nil {
+		if err := WriteFileAtomic(path, []byte(data), 0o640); err != nil {
 			t.Fatal(err)
 		}
 		got, err := os.ReadFile(path)
@@ -465,15 +465,15 @@ func TestStoreWriteFileAtomic(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "d", "sub"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "d"), []byte("x"), 0o600); err == nil {
-		t.Error("writeFileAtomic over a directory succeeded")
+	if err := WriteFileAtomic(filepath.Join(dir, "d"), []byte("x"), 0o600); err == nil {
+		t.Error("WriteFileAtomic over a directory succeeded")
 	}
 	if got := storeDirNames(t, dir); !slices.Equal(got, []string{"d", "f"}) {
 		t.Errorf("dir holds %q", got)
 	}
 	// A missing directory is an error, not a panic.
-	if err := writeFileAtomic(filepath.Join(dir, "missing", "f"), nil, 0o600); err == nil {
-		t.Error("writeFileAtomic into a missing directory succeeded")
+	if err := WriteFileAtomic(filepath.Join(dir, "missing", "f"), nil, 0o600); err == nil {
+		t.Error("WriteFileAtomic into a missing directory succeeded")
 	}
 }
 

@@ -31,6 +31,7 @@ func Handler(m *Manager, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/networks/{id}/destroy", h.destroy)
 	mux.HandleFunc("PUT /v1/networks/{id}/autostart", h.autostart)
 	mux.HandleFunc("POST /v1/networks/{id}/update", h.update)
+	mux.HandleFunc("GET /v1/networks/{id}/leases", h.leases)
 	mux.HandleFunc("GET /v1/networks/{id}/ports", h.listPorts)
 	mux.HandleFunc("POST /v1/networks/{id}/ports", h.createPort)
 	mux.HandleFunc("GET /v1/networks/{id}/ports/{port}/xml", h.portXML)
@@ -345,4 +346,13 @@ func rate(r *api.Rate) *conf.Rate {
 		return nil
 	}
 	return &conf.Rate{Average: r.Average, Peak: r.Peak, Burst: r.Burst, Floor: r.Floor}
+}
+
+func (h *handler) leases(w http.ResponseWriter, r *http.Request) {
+	list, err := h.m.Leases(r.PathValue("id"), r.URL.Query().Get("mac"))
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/dataplane"
 	"github.com/vnetd/vnetd/dataplane/ovs"
+	"github.com/vnetd/vnetd/leases"
 )
 
 // Host is the link layer of the namespace vnetd manages: bridges, addresses,
@@ -64,6 +65,17 @@ type Config struct {
 	// OVS adds ports to Open vSwitch bridges; nil: networks with
 	// <virtualport type='openvswitch'> cannot plug ports.
 	OVS OVS
+	// Services starts each network's servers (DHCP, ...); nil: none.
+	Services Services
+	// Leases is the lease store the servers write; nil: no leases.
+	Leases LeaseStore
+}
+
+// LeaseStore is what the daemon reads and cleans of the DHCP leases.
+type LeaseStore interface {
+	List(network string) ([]leases.Lease, error)
+	DeleteNetwork(network string) error
+	Sweep(now time.Time) (int, error)
 }
 
 // OVS is the Open vSwitch database (ovs.Client over OVSDB).
@@ -89,6 +101,10 @@ type Manager struct {
 	reapMu  sync.Mutex
 	reaping map[string]chan struct{}
 	reapers sync.WaitGroup
+
+	// ctx lives as long as the Manager: the servers run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // running is a network that is up on the host.
@@ -98,6 +114,7 @@ type running struct {
 	transient bool
 	started   time.Time
 	ports     map[uuid.UUID]*livePort
+	service   Service // the network's servers; nil when none run
 }
 
 // Open loads the definitions and adopts the networks a previous vnetd left
@@ -118,6 +135,7 @@ func Open(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, log: cfg.Log, store: store, state: state, active: map[string]*running{}, reaping: map[string]chan struct{}{}}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.finishReaping()
 	if err := m.adopt(); err != nil {
 		state.close()
@@ -127,14 +145,49 @@ func Open(cfg Config) (*Manager, error) {
 		// A port that cannot be reclaimed is reported, the rest keep working.
 		m.log.Error("reclaiming ports", "err", err)
 	}
+	for _, r := range m.active {
+		if err := m.startServices(r); err != nil {
+			// The network keeps forwarding; its guests lack DHCP until fixed.
+			m.log.Error("starting the servers of an adopted network", "network", r.net.Name, "err", err)
+		}
+	}
 	return m, nil
 }
 
-// Close waits for bridges being deleted and releases the state database.
-// Running networks stay up.
+// Close stops the servers, waits for bridges being deleted and releases the
+// state database. Running networks stay up: the kernel keeps forwarding.
 func (m *Manager) Close() error {
+	m.mu.Lock()
+	for _, r := range m.active {
+		m.stopServices(r)
+	}
+	m.mu.Unlock()
+	m.cancel()
 	m.reapers.Wait()
 	return m.state.close()
+}
+
+// startServices starts a running network's servers.
+func (m *Manager) startServices(r *running) error {
+	if m.cfg.Services == nil || !r.net.Forward.Mode.Managed() {
+		return nil
+	}
+	svc, err := m.cfg.Services.Start(m.ctx, r.net)
+	if err != nil {
+		return err
+	}
+	r.service = svc
+	return nil
+}
+
+func (m *Manager) stopServices(r *running) {
+	if r.service == nil {
+		return
+	}
+	if err := r.service.Close(); err != nil {
+		m.log.Warn("stopping servers", "network", r.net.Name, "err", err)
+	}
+	r.service = nil
 }
 
 // adopt takes over the networks recorded as running: the bridge must still be
@@ -397,6 +450,8 @@ func (m *Manager) Undefine(id string) error {
 		if err := m.saveRunning(r); err != nil {
 			return err
 		}
+	} else {
+		m.forgetLeases(n.Name)
 	}
 	m.log.Info("undefined", "network", n.Name)
 	return nil
@@ -442,7 +497,13 @@ func (m *Manager) start(n *conf.Network, transient bool) error {
 	}
 	onHost := time.Now()
 	r := &running{net: n, ifindex: ifindex, transient: transient, started: began, ports: map[uuid.UUID]*livePort{}}
+	if err := m.startServices(r); err != nil {
+		m.teardown(n)
+		m.state.delete(n.Name)
+		return fail(api.CodeOperationFailed, n.Name, err)
+	}
 	if err := m.saveRunning(r); err != nil {
+		m.stopServices(r)
 		m.teardown(n)
 		m.state.delete(n.Name)
 		return err
@@ -495,6 +556,7 @@ func (m *Manager) Destroy(id string) error {
 		return failf(api.CodeNotActive, n.Name, "network %q is not active", n.Name)
 	}
 	began := time.Now()
+	m.stopServices(r)
 	var errs []error
 	// Ports go with their network: devices vnetd made are removed.
 	for id, lp := range r.ports {
@@ -528,6 +590,9 @@ func (m *Manager) Destroy(id string) error {
 	delete(m.active, n.Name)
 	if reap != nil {
 		m.reap(n)
+	}
+	if r.transient {
+		m.forgetLeases(n.Name)
 	}
 	m.log.Info("destroyed", "network", n.Name, "took", time.Since(began))
 	return nil
@@ -763,6 +828,13 @@ func (m *Manager) Update(id string, req api.UpdateRequest) (api.UpdateResult, er
 		case conf.SectionIPDHCPHost, conf.SectionIPDHCPRange, conf.SectionForwardInterface:
 			// libvirt re-applies the firewall for these sections.
 			if err := m.cfg.Firewall.Apply(nextLive, r.ifindex); err != nil {
+				return res, fail(api.CodeOperationFailed, n.Name, err)
+			}
+		}
+		if r.service != nil {
+			// DHCP hosts and ranges change at once, keeping every lease
+			// (libvirt restarts dnsmasq for ranges; vnetd does not).
+			if err := r.service.Update(nextLive); err != nil {
 				return res, fail(api.CodeOperationFailed, n.Name, err)
 			}
 		}

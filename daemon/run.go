@@ -44,7 +44,13 @@ func Run(ctx context.Context, opt Options, host Host, fw Firewall) error {
 	defer unlock()
 
 	began := time.Now()
-	cfg := Config{ConfigDir: opt.ConfigDir, StateDir: opt.StateDir, Host: host, Firewall: fw, Log: log}
+	services, err := newNetServices(opt.StateDir, log)
+	if err != nil {
+		return err
+	}
+	defer services.leases.Close()
+	cfg := Config{ConfigDir: opt.ConfigDir, StateDir: opt.StateDir, Host: host, Firewall: fw, Log: log,
+		Services: services, Leases: services.leases}
 	if opt.OVSDBSocket != "" {
 		cfg.OVS = &lazyOVS{socket: opt.OVSDBSocket}
 	}
@@ -117,10 +123,15 @@ func reconcileLoop(ctx context.Context, m *Manager, fw Firewall, interval time.D
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-sweep.C:
+			m.sweepLeases()
+			continue
 		case <-t.C:
 		case <-kick:
 			// let a burst of events (our own batch included) settle

@@ -18,6 +18,7 @@ sock=$tmp/vnetd.sock
 vnetd_pid=
 
 cleanup() {
+  [ -f "$tmp/dhclient.pid" ] && kill "$(cat "$tmp/dhclient.pid")" 2>/dev/null || true
   [ -n "$vnetd_pid" ] && kill "$vnetd_pid" 2>/dev/null || true
   for ns in "$HOST" "$GUEST" "$UP"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$tmp"
@@ -57,14 +58,30 @@ ctl net-info default
 step "the bridge vnetd made"
 ip -n "$HOST" -br addr show virbr0
 
-step "a guest on the bridge (DHCP arrives with vnetd's dhcpd; a static address for now)"
+step "a guest on the bridge gets its address from vnetd's DHCP server"
 ip -n "$HOST" link add vnet0 type veth peer name eth0 netns "$GUEST"
 ip -n "$HOST" link set vnet0 master virbr0 up
-ip -n "$GUEST" addr add 192.168.122.10/24 dev eth0 && ip -n "$GUEST" link set eth0 up
-ip -n "$GUEST" route add default via 192.168.122.1
+ip -n "$GUEST" link set eth0 up
 echo "waiting for the new bridge port to pass STP's listening and learning states (STP is on, as in libvirt)"
 for _ in $(seq 150); do bridge -n "$HOST" link show dev vnet0 | grep -q 'state forwarding' && break; sleep 0.1; done
 bridge -n "$HOST" link show dev vnet0
+# Our own dhclient hook: the stock one would rewrite the host's
+# /etc/resolv.conf (network namespaces share /etc).
+cat >"$tmp/dhclient-hook" <<'HOOK'
+#!/bin/sh
+case "$reason" in
+BOUND|RENEW|REBIND|REBOOT)
+  ip addr add "$new_ip_address/$new_subnet_mask" dev "$interface" 2>/dev/null
+  for r in $new_routers; do ip route replace default via "$r" dev "$interface"; break; done
+  echo "lease: $new_ip_address/$new_subnet_mask router $new_routers dns $new_domain_name_servers lease ${new_dhcp_lease_time}s"
+  ;;
+esac
+HOOK
+chmod +x "$tmp/dhclient-hook"
+echo "\$ dhclient -4 -1 eth0   (in the guest)"
+ip netns exec "$GUEST" dhclient -4 -1 -sf "$tmp/dhclient-hook" -lf "$tmp/dhclient.leases" -pf "$tmp/dhclient.pid" eth0
+ip -n "$GUEST" -br addr show eth0
+ctl net-dhcp-leases default
 echo "\$ ping the gateway from the guest"
 ip netns exec "$GUEST" ping -c 2 -W 2 192.168.122.1 | tail -2
 echo "\$ ping the upstream host through NAT from the guest"

@@ -1,0 +1,150 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/vnetd/vnetd/conf"
+	"github.com/vnetd/vnetd/dhcpd"
+	"github.com/vnetd/vnetd/leases"
+	"github.com/vnetd/vnetd/tftpd"
+)
+
+// Services starts the servers a running network offers its guests (DHCP
+// now; DNS and router advertisements join here). An interface so the
+// orchestration is tested without sockets.
+type Services interface {
+	Start(ctx context.Context, n *conf.Network) (Service, error)
+}
+
+// Service is the set of servers of one network.
+type Service interface {
+	// Update applies a changed live definition without a restart.
+	Update(n *conf.Network) error
+	Close() error
+}
+
+// netServices runs vnetd's own servers.
+type netServices struct {
+	log        *slog.Logger
+	leases     *leases.Store
+	serverDUID []byte
+}
+
+// newNetServices opens the lease store and the DHCPv6 server DUID in the
+// state dir.
+func newNetServices(stateDir string, log *slog.Logger) (*netServices, error) {
+	store, err := leases.Open(filepath.Join(stateDir, "leases.db"))
+	if err != nil {
+		return nil, fmt.Errorf("lease store: %w", err)
+	}
+	duid, err := serverDUID(filepath.Join(stateDir, "dhcp6-server-duid"))
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	return &netServices{log: log, leases: store, serverDUID: duid}, nil
+}
+
+// serverDUID is the DHCPv6 server's DUID, made once (DUID-UUID, RFC 6355)
+// and kept, as clients remember which server leased them an address.
+func serverDUID(path string) ([]byte, error) {
+	if b, err := os.ReadFile(path); err == nil && len(b) == 18 {
+		return b, nil
+	}
+	duid := make([]byte, 18)
+	duid[1] = 4 // DUID-UUID
+	if _, err := rand.Read(duid[2:]); err != nil {
+		return nil, err
+	}
+	if err := conf.WriteFileAtomic(path, duid, 0o600); err != nil {
+		return nil, fmt.Errorf("dhcpv6 server duid: %w", err)
+	}
+	return duid, nil
+}
+
+func (s *netServices) Start(ctx context.Context, n *conf.Network) (Service, error) {
+	svc := &netService{}
+	for i := range n.IPs {
+		ip := &n.IPs[i]
+		if !ip.HasDHCP() {
+			continue
+		}
+		if ip.Address.Is4() && svc.dhcp4 == nil {
+			srv, err := dhcpd.New4(dhcpd.Config4{Network: n, Bridge: n.Bridge.Name, Store: s.leases, Log: s.log})
+			if err == nil {
+				err = srv.Start(ctx)
+			}
+			if err != nil {
+				svc.Close()
+				return nil, fmt.Errorf("network %q: dhcpv4: %w", n.Name, err)
+			}
+			svc.dhcp4 = srv
+		}
+		if ip.Address.Is6() && svc.dhcp6 == nil {
+			srv, err := dhcpd.New6(dhcpd.Config6{Network: n, Bridge: n.Bridge.Name, ServerDUID: s.serverDUID, Store: s.leases, Log: s.log})
+			if err == nil {
+				err = srv.Start(ctx)
+			}
+			if err != nil {
+				svc.Close()
+				return nil, fmt.Errorf("network %q: dhcpv6: %w", n.Name, err)
+			}
+			svc.dhcp6 = srv
+		}
+	}
+	for i := range n.IPs {
+		ip := &n.IPs[i]
+		if ip.TFTPRoot == "" || svc.tftp != nil {
+			continue
+		}
+		srv, err := tftpd.New(tftpd.Config{Root: ip.TFTPRoot, Addr: netip.AddrPortFrom(ip.Address, 69), Log: s.log.With("network", n.Name)})
+		if err == nil {
+			err = srv.Start(ctx)
+		}
+		if err != nil {
+			svc.Close()
+			return nil, fmt.Errorf("network %q: tftp on %s: %w", n.Name, ip.Address, err)
+		}
+		svc.tftp = srv
+	}
+	return svc, nil
+}
+
+// netService is one network's servers.
+type netService struct {
+	dhcp4 *dhcpd.Server4
+	dhcp6 *dhcpd.Server6
+	tftp  *tftpd.Server
+}
+
+func (s *netService) Update(n *conf.Network) error {
+	var errs []error
+	if s.dhcp4 != nil {
+		errs = append(errs, s.dhcp4.Update(n))
+	}
+	if s.dhcp6 != nil {
+		errs = append(errs, s.dhcp6.Update(n))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *netService) Close() error {
+	var errs []error
+	if s.dhcp4 != nil {
+		errs = append(errs, s.dhcp4.Close())
+	}
+	if s.dhcp6 != nil {
+		errs = append(errs, s.dhcp6.Close())
+	}
+	if s.tftp != nil {
+		errs = append(errs, s.tftp.Close())
+	}
+	return errors.Join(errs...)
+}

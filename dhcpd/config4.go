@@ -1,0 +1,295 @@
+package dhcpd
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/vnetd/vnetd/conf"
+)
+
+// Lease times, in seconds as DHCP carries them.
+const (
+	// defaultLease4 is dnsmasq's lease time when neither the range nor the
+	// host gives one: one hour.
+	defaultLease4 = 3600
+	// infiniteLease4 is DHCP's "infinite" lease time (option 51 all ones).
+	infiniteLease4 = math.MaxUint32
+	// minRequestedLease4 is the shortest lease time a client may ask for
+	// (dnsmasq's sanity floor).
+	minRequestedLease4 = 120
+)
+
+// range4 is one <range>, as host-order integers for arithmetic.
+type range4 struct {
+	start, end uint32
+	lease      uint32 // seconds; infiniteLease4: infinite; 0: not given
+}
+
+func (r range4) size() int { return int(r.end-r.start) + 1 }
+
+func (r range4) contains(a uint32) bool { return a >= r.start && a <= r.end }
+
+// host4 is a static <host>: matched by MAC, else by the client's host name.
+type host4 struct {
+	mac   net.HardwareAddr // nil: name-only host
+	name  string           // "" when absent
+	label string           // lower-case first label of name: what is matched and stored
+	ip    netip.Addr
+	lease uint32 // 0: not given
+}
+
+// config4 is what the DHCPv4 handler needs of a network: the IPv4 <ip> that
+// has <dhcp>, reduced to plain values. It is immutable once built.
+type config4 struct {
+	network   string
+	server    netip.Addr // the bridge address: server identifier, router, DNS
+	subnet    netip.Prefix
+	mask      net.IPMask
+	broadcast netip.Addr
+	ranges    []range4
+	total     int // Σ range sizes
+	hosts     []host4
+	// leaseMax is dnsmasq's dhcp-lease-max: Σ range sizes; 0 (static-only
+	// service) means no limit beyond the hosts themselves.
+	leaseMax int
+	router   bool // false on isolated networks: no option 3 at all
+	dns      bool
+	domain   string
+	mtu      uint16
+	bootFile string
+	// nextServer is siaddr: <bootp server>, else the bridge address when
+	// there is a <bootp> or <tftp root>; invalid: none.
+	nextServer netip.Addr
+}
+
+// dhcp4IP is the network's IPv4 <ip> that serves DHCP (libvirt allows one).
+func dhcp4IP(n *conf.Network) (*conf.IP, error) {
+	if n == nil {
+		return nil, errors.New("no network definition")
+	}
+	for i := range n.IPs {
+		ip := &n.IPs[i]
+		if ip.Address.Is4() && ip.HasDHCP() {
+			return ip, nil
+		}
+	}
+	return nil, fmt.Errorf("network %q has no IPv4 <ip> with <dhcp> ranges or hosts", n.Name)
+}
+
+// leaseSeconds4 converts a <lease> to DHCP seconds; nil gives 0 (not given).
+func leaseSeconds4(l *conf.Lease) uint32 {
+	if l == nil {
+		return 0
+	}
+	s := l.Seconds()
+	switch {
+	case s == 0:
+		return infiniteLease4
+	case s >= infiniteLease4:
+		return infiniteLease4 - 1
+	}
+	return uint32(s)
+}
+
+func newConfig4(n *conf.Network) (*config4, error) {
+	ip, err := dhcp4IP(n)
+	if err != nil {
+		return nil, err
+	}
+	subnet, err := ip.Subnet()
+	if err != nil {
+		return nil, fmt.Errorf("network %q: %v", n.Name, err)
+	}
+	subnet = subnet.Masked()
+	if subnet.Bits() > 30 {
+		return nil, fmt.Errorf("network %q: subnet %s is too small to serve DHCP", n.Name, subnet)
+	}
+	c := &config4{
+		network:   n.Name,
+		server:    ip.Address.Unmap(),
+		subnet:    subnet,
+		mask:      net.CIDRMask(subnet.Bits(), 32),
+		broadcast: u2a4(a2u4(subnet.Addr()) | (1<<(32-subnet.Bits()) - 1)),
+		router:    n.Forward.Mode != conf.ForwardNone,
+		dns:       n.DNS.Enabled(),
+		mtu:       n.MTU,
+	}
+	if n.Domain != nil {
+		c.domain = n.Domain.Name
+	}
+	for _, r := range ip.DHCP.Ranges {
+		s, e := r.Start.Unmap(), r.End.Unmap()
+		if !s.Is4() || !e.Is4() || !subnet.Contains(s) || !subnet.Contains(e) || e.Less(s) {
+			return nil, fmt.Errorf("network %q: range %s - %s is not within %s", n.Name, r.Start, r.End, subnet)
+		}
+		rr := range4{start: a2u4(s), end: a2u4(e), lease: leaseSeconds4(r.Lease)}
+		c.ranges = append(c.ranges, rr)
+		c.total += rr.size()
+	}
+	c.leaseMax = c.total
+	for _, h := range ip.DHCP.Hosts {
+		a := h.IP.Unmap()
+		if !a.Is4() || !subnet.Contains(a) {
+			return nil, fmt.Errorf("network %q: host address %s is not within %s", n.Name, h.IP, subnet)
+		}
+		if h.MAC == nil && h.Name == "" {
+			return nil, fmt.Errorf("network %q: host %s has neither mac nor name", n.Name, h.IP)
+		}
+		c.hosts = append(c.hosts, host4{
+			mac:   h.MAC,
+			name:  h.Name,
+			label: strings.ToLower(firstLabel4(h.Name)),
+			ip:    a,
+			lease: leaseSeconds4(h.Lease),
+		})
+	}
+	if b := ip.DHCP.BootP; b != nil && b.File != "" {
+		c.bootFile = b.File
+		c.nextServer = c.server
+		if b.Server.IsValid() && b.Server.Unmap().Is4() {
+			c.nextServer = b.Server.Unmap()
+		}
+	}
+	if ip.TFTPRoot != "" && !c.nextServer.IsValid() {
+		c.nextServer = c.server
+	}
+	return c, nil
+}
+
+// hostByMAC is the static host reserved for mac, if any.
+func (c *config4) hostByMAC(mac net.HardwareAddr) *host4 {
+	for i := range c.hosts {
+		if h := &c.hosts[i]; h.mac != nil && macEqual4(h.mac, mac) {
+			return h
+		}
+	}
+	return nil
+}
+
+// hostByName is the name-only static host matching a client's host name
+// (dnsmasq compares names without their domain, case-insensitively).
+func (c *config4) hostByName(label string) *host4 {
+	if label == "" {
+		return nil
+	}
+	for i := range c.hosts {
+		if h := &c.hosts[i]; h.mac == nil && h.label == label {
+			return h
+		}
+	}
+	return nil
+}
+
+// hostByIP is the static host whose address is a, if any.
+func (c *config4) hostByIP(a netip.Addr) *host4 {
+	for i := range c.hosts {
+		if c.hosts[i].ip == a {
+			return &c.hosts[i]
+		}
+	}
+	return nil
+}
+
+// rangeOf is the range holding a, or nil.
+func (c *config4) rangeOf(a netip.Addr) *range4 {
+	if !a.Is4() {
+		return nil
+	}
+	u := a2u4(a)
+	for i := range c.ranges {
+		if c.ranges[i].contains(u) {
+			return &c.ranges[i]
+		}
+	}
+	return nil
+}
+
+// usable reports whether a may be leased at all: inside the subnet and not
+// its network, broadcast or the server's own address.
+func (c *config4) usable(a netip.Addr) bool {
+	return a.Is4() && c.subnet.Contains(a) && a != c.subnet.Addr() && a != c.broadcast && a != c.server
+}
+
+// nth is the i-th address of the concatenated ranges, 0 <= i < total.
+func (c *config4) nth(i int) netip.Addr {
+	for _, r := range c.ranges {
+		if i < r.size() {
+			return u2a4(r.start + uint32(i))
+		}
+		i -= r.size()
+	}
+	return netip.Addr{}
+}
+
+// leaseFor is the lease time, in seconds, for address a given to a client
+// with host config h (nil: none): the host's, else the range's, else one
+// hour.
+func (c *config4) leaseFor(a netip.Addr, h *host4) uint32 {
+	if h != nil && h.lease != 0 && h.ip == a {
+		return h.lease
+	}
+	if r := c.rangeOf(a); r != nil && r.lease != 0 {
+		return r.lease
+	}
+	return defaultLease4
+}
+
+func a2u4(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func u2a4(u uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(u >> 24), byte(u >> 16), byte(u >> 8), byte(u)})
+}
+
+func macEqual4(a, b net.HardwareAddr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// firstLabel4 is name up to its first dot.
+func firstLabel4(name string) string {
+	if i := strings.IndexByte(name, '.'); i >= 0 {
+		return name[:i]
+	}
+	return name
+}
+
+// hostLabel4 sanitises a client-supplied host name (option 12) the way
+// dnsmasq does: the domain part is dropped, and a name that is not a valid
+// DNS label is ignored ("").
+func hostLabel4(raw string) string {
+	s := strings.TrimRight(raw, "\x00")
+	s = firstLabel4(s)
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-') {
+			return ""
+		}
+	}
+	return s
+}
+
+// leaseExpiry4 turns DHCP seconds into an expiry (zero: infinite).
+func leaseExpiry4(now time.Time, secs uint32) time.Time {
+	if secs == infiniteLease4 {
+		return time.Time{}
+	}
+	return now.Add(time.Duration(secs) * time.Second)
+}

@@ -1,0 +1,316 @@
+package dhcpd
+
+import (
+	"hash/fnv"
+	"net/netip"
+	"time"
+
+	"github.com/vnetd/vnetd/leases"
+)
+
+const (
+	// offerHold4 is how long an OFFERed address stays reserved for its
+	// client. Offers are not written to the lease store.
+	offerHold4 = time.Minute
+	// declineHold4 is how long a DECLINEd address is not handed out.
+	declineHold4 = 10 * time.Minute
+)
+
+// binding4 is a lease the pool knows: in the store, or about to be.
+type binding4 struct {
+	key   string
+	lease leases.Lease
+}
+
+type offer4 struct {
+	key   string
+	until time.Time
+}
+
+// pool4 is the address state of one network: leases, outstanding offers,
+// declined addresses and addresses whose store deletion is in flight. It
+// does no I/O and is not safe for concurrent use (Handler4 locks it).
+type pool4 struct {
+	cfg      *config4
+	bindings map[netip.Addr]*binding4
+	byKey    map[string]netip.Addr // a client's current (newest) binding
+	offers   map[netip.Addr]offer4
+	offerBy  map[string]netip.Addr
+	declined map[netip.Addr]time.Time // until
+	// pending counts store deletions in flight per address: the address is
+	// not handed to anyone until they are done (Settle), so that a late
+	// Delete never removes a newer lease of the same address.
+	pending map[netip.Addr]int
+	// hints remembers the last address of clients whose lease ended, so a
+	// returning client gets it back when it is still free.
+	hints map[string]netip.Addr
+}
+
+func newPool4(cfg *config4) *pool4 {
+	return &pool4{
+		cfg:      cfg,
+		bindings: map[netip.Addr]*binding4{},
+		byKey:    map[string]netip.Addr{},
+		offers:   map[netip.Addr]offer4{},
+		offerBy:  map[string]netip.Addr{},
+		declined: map[netip.Addr]time.Time{},
+		pending:  map[netip.Addr]int{},
+		hints:    map[string]netip.Addr{},
+	}
+}
+
+// leaseKey4 is the client identity of a stored lease: its client identifier
+// when it had one, else its MAC.
+func leaseKey4(l leases.Lease) string {
+	if l.ClientID != "" {
+		return "id:" + l.ClientID
+	}
+	return "hw:" + l.MAC.String()
+}
+
+// load adds stored leases (of any age: expired ones go at the next Expire).
+func (p *pool4) load(ls []leases.Lease) {
+	for _, l := range ls {
+		if l.Kind != leases.V4 || !l.IP.Unmap().Is4() || (len(l.MAC) == 0 && l.ClientID == "") {
+			continue
+		}
+		l.IP = l.IP.Unmap()
+		key := leaseKey4(l)
+		p.bindings[l.IP] = &binding4{key: key, lease: l}
+		if old, ok := p.byKey[key]; ok {
+			if ob := p.bindings[old]; ob != nil && later4(ob.lease.Expiry, l.Expiry) {
+				continue
+			}
+		}
+		p.byKey[key] = l.IP
+	}
+}
+
+// later4 reports whether expiry a is after b (zero is infinite).
+func later4(a, b time.Time) bool {
+	switch {
+	case a.IsZero():
+		return !b.IsZero()
+	case b.IsZero():
+		return false
+	}
+	return a.After(b)
+}
+
+// liveOther reports whether a is leased, unexpired, to another client.
+func (p *pool4) liveOther(a netip.Addr, key string, now time.Time) bool {
+	b := p.bindings[a]
+	return b != nil && b.key != key && !b.lease.Expired(now)
+}
+
+// offeredOther reports whether a is reserved by an offer to another client.
+func (p *pool4) offeredOther(a netip.Addr, key string, now time.Time) bool {
+	o, ok := p.offers[a]
+	return ok && o.key != key && now.Before(o.until)
+}
+
+func (p *pool4) isDeclined(a netip.Addr, now time.Time) bool {
+	until, ok := p.declined[a]
+	return ok && now.Before(until)
+}
+
+// free reports whether a could be handed to client key as far as other
+// clients are concerned (the host reservation rules come on top).
+func (p *pool4) free(a netip.Addr, key string, now time.Time) bool {
+	return p.cfg.usable(a) && p.pending[a] == 0 && !p.liveOther(a, key, now) &&
+		!p.offeredOther(a, key, now) && !p.isDeclined(a, now)
+}
+
+// hostAddr is the client's static address when it can have it now, else
+// invalid (no host, or its address is in use by another client, declined…:
+// then the client is served like any other, as dnsmasq does).
+func (p *pool4) hostAddr(cl *client4, now time.Time) netip.Addr {
+	if cl.host != nil && p.free(cl.host.ip, cl.key, now) {
+		return cl.host.ip
+	}
+	return netip.Addr{}
+}
+
+// allowed reports whether client cl may hold address a now.
+func (p *pool4) allowed(cl *client4, a netip.Addr, now time.Time) bool {
+	if s := p.hostAddr(cl, now); s.IsValid() {
+		return a == s
+	}
+	if !p.free(a, cl.key, now) {
+		return false
+	}
+	if h := p.cfg.hostByIP(a); h != nil {
+		return h == cl.host
+	}
+	return p.cfg.rangeOf(a) != nil
+}
+
+// atLeaseMax reports whether a new lease for cl would exceed dhcp-lease-max
+// (Σ range sizes). A client that holds a live lease only moves it.
+func (p *pool4) atLeaseMax(cl *client4, now time.Time) bool {
+	if p.cfg.leaseMax == 0 {
+		return false
+	}
+	if a, ok := p.byKey[cl.key]; ok {
+		if b := p.bindings[a]; b != nil && !b.lease.Expired(now) {
+			return false
+		}
+	}
+	n := 0
+	for _, b := range p.bindings {
+		if !b.lease.Expired(now) {
+			n++
+		}
+	}
+	return n >= p.cfg.leaseMax
+}
+
+// choose picks the address to offer cl: its static address, its current
+// or last address, the one it asks for, its offered one, else a free one
+// starting at a point derived from its identity (so a client tends to get
+// the same address even after its lease was forgotten).
+func (p *pool4) choose(cl *client4, requested netip.Addr, now time.Time) (netip.Addr, bool) {
+	if s := p.hostAddr(cl, now); s.IsValid() {
+		if p.atLeaseMax(cl, now) {
+			return netip.Addr{}, false
+		}
+		return s, true
+	}
+	if p.atLeaseMax(cl, now) {
+		return netip.Addr{}, false
+	}
+	var candidates []netip.Addr
+	if a, ok := p.byKey[cl.key]; ok {
+		candidates = append(candidates, a)
+	}
+	if a, ok := p.offerBy[cl.key]; ok {
+		candidates = append(candidates, a)
+	}
+	if requested.IsValid() {
+		candidates = append(candidates, requested)
+	}
+	if a, ok := p.hints[cl.key]; ok {
+		candidates = append(candidates, a)
+	}
+	for _, a := range candidates {
+		if p.allowed(cl, a, now) {
+			return a, true
+		}
+	}
+	if p.cfg.total == 0 {
+		return netip.Addr{}, false
+	}
+	h := fnv.New32a()
+	h.Write([]byte(cl.key))
+	start := int(h.Sum32() % uint32(p.cfg.total))
+	for i := 0; i < p.cfg.total; i++ {
+		a := p.cfg.nth((start + i) % p.cfg.total)
+		if p.allowed(cl, a, now) {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// offer reserves a for cl until now+offerHold4.
+func (p *pool4) offer(cl *client4, a netip.Addr, now time.Time) {
+	p.dropOffer(cl.key)
+	p.offers[a] = offer4{key: cl.key, until: now.Add(offerHold4)}
+	p.offerBy[cl.key] = a
+}
+
+func (p *pool4) dropOffer(key string) {
+	if a, ok := p.offerBy[key]; ok {
+		if o, ok := p.offers[a]; ok && o.key == key {
+			delete(p.offers, a)
+		}
+		delete(p.offerBy, key)
+	}
+}
+
+// bind records lease l for client key. It returns the client's previous
+// address when it moved (to delete from the store), else invalid.
+func (p *pool4) bind(key string, l leases.Lease) netip.Addr {
+	var moved netip.Addr
+	if old, ok := p.byKey[key]; ok && old != l.IP {
+		if b := p.bindings[old]; b != nil && b.key == key {
+			delete(p.bindings, old)
+			moved = old
+			p.pending[old]++
+		}
+	}
+	if b := p.bindings[l.IP]; b != nil && b.key != key {
+		// An expired lease of another client: the new one replaces it.
+		if p.byKey[b.key] == l.IP {
+			delete(p.byKey, b.key)
+		}
+		p.hint(b.key, l.IP)
+	}
+	p.bindings[l.IP] = &binding4{key: key, lease: l}
+	p.byKey[key] = l.IP
+	p.dropOffer(key)
+	if o, ok := p.offers[l.IP]; ok && o.key != key {
+		delete(p.offers, l.IP)
+	}
+	delete(p.hints, key)
+	return moved
+}
+
+// unbind forgets the lease of a and marks a pending until Settle.
+func (p *pool4) unbind(a netip.Addr) {
+	b := p.bindings[a]
+	if b == nil {
+		return
+	}
+	delete(p.bindings, a)
+	if p.byKey[b.key] == a {
+		delete(p.byKey, b.key)
+	}
+	p.hint(b.key, a)
+	p.pending[a]++
+}
+
+func (p *pool4) hint(key string, a netip.Addr) {
+	if len(p.hints) >= 2*p.cfg.total+256 {
+		clear(p.hints)
+	}
+	p.hints[key] = a
+}
+
+// settle ends one store deletion of a.
+func (p *pool4) settle(a netip.Addr) {
+	if n := p.pending[a]; n > 1 {
+		p.pending[a] = n - 1
+	} else {
+		delete(p.pending, a)
+	}
+}
+
+// expire forgets leases that ran out, outstanding offers and declines that
+// are over, and returns the addresses whose leases must leave the store
+// (each pending until settled).
+func (p *pool4) expire(now time.Time) []netip.Addr {
+	var gone []netip.Addr
+	for a, b := range p.bindings {
+		if b.lease.Expired(now) {
+			gone = append(gone, a)
+		}
+	}
+	for _, a := range gone {
+		p.unbind(a)
+	}
+	for a, o := range p.offers {
+		if !now.Before(o.until) {
+			delete(p.offers, a)
+			if p.offerBy[o.key] == a {
+				delete(p.offerBy, o.key)
+			}
+		}
+	}
+	for a, until := range p.declined {
+		if !now.Before(until) {
+			delete(p.declined, a)
+		}
+	}
+	return gone
+}

@@ -1,0 +1,369 @@
+package dhcpd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/mdlayher/packet"
+	"github.com/vnetd/vnetd/conf"
+	"github.com/vnetd/vnetd/leases"
+)
+
+// Config4 configures a DHCPv4 server.
+type Config4 struct {
+	// Network is the live definition; the server serves its IPv4 <ip> that
+	// has <dhcp> (ranges and/or hosts).
+	Network *conf.Network
+	// Bridge is the interface to serve on, and the only one.
+	Bridge string
+	Store  LeaseStore
+	Log    *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server tuning.
+const (
+	workers4      = 4
+	queueLen4     = 256
+	sweepEvery4   = 15 * time.Second
+	storeTimeout4 = 10 * time.Second
+	maxPacket4    = 4096
+)
+
+// Server4 is the DHCPv4 server of one network's bridge: a socket shell
+// around Handler4. It receives on UDP port 67 bound to the bridge and sends
+// complete Ethernet frames (checksums computed) on an AF_PACKET socket on
+// the bridge. Requests are handled by a fixed number of workers, each
+// client always by the same one, so a client's messages keep their order.
+type Server4 struct {
+	cfg Config4
+	log *slog.Logger
+	now func() time.Time
+	h   *Handler4
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when every goroutine has stopped
+
+	udp    net.PacketConn
+	raw    *packet.Conn
+	srcMAC net.HardwareAddr
+	queues []chan []byte
+	// out sends a frame to mac on the bridge (the packet socket; tests
+	// replace it).
+	out func(frame []byte, mac net.HardwareAddr) error
+}
+
+// New4 makes the server of cfg.Network's IPv4 DHCP <ip>, with the leases of
+// the network already in cfg.Store. It opens no socket: Start does.
+func New4(cfg Config4) (*Server4, error) {
+	switch {
+	case cfg.Network == nil:
+		return nil, errors.New("dhcpv4: no network definition")
+	case cfg.Bridge == "":
+		return nil, fmt.Errorf("dhcpv4: network %q: no bridge to serve on", cfg.Network.Name)
+	case cfg.Store == nil:
+		return nil, fmt.Errorf("dhcpv4: network %q: no lease store", cfg.Network.Name)
+	}
+	stored, err := cfg.Store.List(cfg.Network.Name)
+	if err != nil {
+		return nil, fmt.Errorf("dhcpv4: network %q: loading leases: %w", cfg.Network.Name, err)
+	}
+	h, err := NewHandler4(cfg.Network, stored)
+	if err != nil {
+		return nil, fmt.Errorf("dhcpv4: %w", err)
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Server4{
+		cfg: cfg,
+		log: log.With("network", cfg.Network.Name, "bridge", cfg.Bridge, "service", "dhcpv4"),
+		now: now,
+		h:   h,
+	}, nil
+}
+
+// Start opens the sockets on the bridge and serves until ctx is cancelled
+// or Close is called. The sockets are made in the calling thread's network
+// namespace.
+func (s *Server4) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return errors.New("dhcpv4: server is closed")
+	case s.started:
+		return errors.New("dhcpv4: server already started")
+	}
+	ifi, err := net.InterfaceByName(s.cfg.Bridge)
+	if err != nil {
+		return fmt.Errorf("dhcpv4: cannot serve on bridge %s (UDP port 67): %w", s.cfg.Bridge, err)
+	}
+	if len(ifi.HardwareAddr) != 6 {
+		return fmt.Errorf("dhcpv4: bridge %s has no Ethernet address", s.cfg.Bridge)
+	}
+	udp, err := listenUDP4(ctx, s.cfg.Bridge)
+	if err != nil {
+		return fmt.Errorf("dhcpv4: cannot bind UDP port 67 on bridge %s: %w", s.cfg.Bridge, err)
+	}
+	// Protocol 0: this socket only sends, it receives nothing.
+	raw, err := packet.Listen(ifi, packet.Raw, 0, nil)
+	if err != nil {
+		udp.Close()
+		return fmt.Errorf("dhcpv4: cannot open a packet socket on bridge %s: %w", s.cfg.Bridge, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s.started, s.cancel, s.done = true, cancel, make(chan struct{})
+	s.udp, s.raw, s.srcMAC = udp, raw, ifi.HardwareAddr
+	s.out = func(frame []byte, mac net.HardwareAddr) error {
+		_, err := raw.WriteTo(frame, &packet.Addr{HardwareAddr: mac})
+		return err
+	}
+	s.queues = make([]chan []byte, workers4)
+	for i := range s.queues {
+		s.queues[i] = make(chan []byte, queueLen4)
+	}
+
+	var wg sync.WaitGroup
+	wg.Add(2 + workers4)
+	go func() { // the reader ends when its socket is closed
+		<-ctx.Done()
+		udp.Close()
+	}()
+	go func() {
+		defer wg.Done()
+		s.read(ctx)
+		for _, q := range s.queues {
+			close(q)
+		}
+	}()
+	for _, q := range s.queues {
+		go func() {
+			defer wg.Done()
+			for b := range q {
+				s.serve(ctx, b)
+			}
+		}()
+	}
+	go func() {
+		defer wg.Done()
+		s.sweepLoop(ctx)
+	}()
+	go func() {
+		wg.Wait()
+		raw.Close()
+		close(s.done)
+	}()
+	s.log.Info("DHCPv4 server started", "address", s.h.serverAddr())
+	return nil
+}
+
+// Update applies a changed live definition: new ranges, hosts and options
+// take effect at once and leases are kept.
+func (s *Server4) Update(n *conf.Network) error {
+	if err := s.h.Update(n); err != nil {
+		return fmt.Errorf("dhcpv4: %w", err)
+	}
+	s.log.Info("DHCPv4 configuration updated")
+	return nil
+}
+
+// Close stops the server and waits for it. It may be called more than once.
+func (s *Server4) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	cancel, done := s.cancel, s.done
+	s.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	<-done
+	return nil
+}
+
+// Stats returns the server's counters.
+func (s *Server4) Stats() Stats4 { return s.h.Stats() }
+
+func (s *Server4) read(ctx context.Context) {
+	buf := make([]byte, maxPacket4)
+	for {
+		n, _, err := s.udp.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("DHCPv4 receive failed", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		b := append([]byte(nil), buf[:n]...)
+		q := s.queues[shard4(b)]
+		select {
+		case q <- b:
+		default:
+			s.h.stats.dropped.Add(1)
+			s.log.Debug("DHCPv4 request dropped: worker queue full")
+		}
+	}
+}
+
+// shard4 picks the worker of a packet from its client hardware address.
+func shard4(b []byte) int {
+	if len(b) < 34 {
+		return 0
+	}
+	f := fnv.New32a()
+	f.Write(b[28:34])
+	return int(f.Sum32() % workers4)
+}
+
+// serve handles one packet: decide, persist, then reply.
+func (s *Server4) serve(ctx context.Context, b []byte) {
+	req, err := dhcpv4.FromBytes(b)
+	if err != nil {
+		s.h.stats.dropped.Add(1)
+		s.log.Debug("DHCPv4 malformed packet dropped", "err", err)
+		return
+	}
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("DHCPv4 request", "type", req.MessageType().String(), "mac", req.ClientHWAddr.String(),
+			"ciaddr", req.ClientIPAddr, "requested", req.RequestedIPAddress(), "server", req.ServerIdentifier(),
+			"broadcast", req.IsBroadcast(), "hostname", req.HostName())
+	}
+	resp, commit, release, err := s.h.Handle(req, s.now())
+	if err != nil {
+		s.log.Debug("DHCPv4 packet dropped", "mac", req.ClientHWAddr.String(), "err", err)
+		return
+	}
+	if release != nil {
+		defer s.h.Settle(*release)
+	}
+	if commit != nil {
+		sctx, cancel := context.WithTimeout(ctx, storeTimeout4)
+		err := s.cfg.Store.Put(sctx, *commit)
+		cancel()
+		if err != nil {
+			s.h.stats.storeErrors.Add(1)
+			s.log.Error("DHCPv4 lease not stored: no ACK sent", "ip", commit.IP, "mac", commit.MAC.String(), "err", err)
+			return
+		}
+	}
+	if release != nil {
+		sctx, cancel := context.WithTimeout(ctx, storeTimeout4)
+		err := s.cfg.Store.Delete(sctx, s.cfg.Network.Name, *release)
+		cancel()
+		if err != nil {
+			s.h.stats.storeErrors.Add(1)
+			s.log.Error("DHCPv4 lease not deleted", "ip", *release, "err", err)
+		} else {
+			s.log.Info("DHCPv4 lease ended", "ip", *release, "mac", req.ClientHWAddr.String(), "why", req.MessageType().String())
+		}
+	}
+	if resp == nil {
+		if req.MessageType() == dhcpv4.MessageTypeDiscover {
+			s.log.Warn("DHCPv4 no address available", "mac", req.ClientHWAddr.String())
+		}
+		return
+	}
+	if err := s.send(req, resp); err != nil {
+		s.h.stats.sendErrors.Add(1)
+		s.log.Error("DHCPv4 reply not sent", "type", resp.MessageType().String(), "mac", req.ClientHWAddr.String(), "err", err)
+		return
+	}
+	switch resp.MessageType() {
+	case dhcpv4.MessageTypeAck:
+		if commit != nil {
+			s.log.Info("DHCPACK", "ip", commit.IP, "mac", commit.MAC.String(), "hostname", commit.Hostname, "expiry", commit.Expiry)
+		} else {
+			s.log.Debug("DHCPACK (INFORM)", "ciaddr", req.ClientIPAddr, "mac", req.ClientHWAddr.String())
+		}
+	case dhcpv4.MessageTypeNak:
+		s.log.Info("DHCPNAK", "requested", req.RequestedIPAddress(), "ciaddr", req.ClientIPAddr, "mac", req.ClientHWAddr.String(), "reason", resp.Message())
+	default:
+		s.log.Debug("DHCPOFFER", "ip", resp.YourIPAddr, "mac", req.ClientHWAddr.String())
+	}
+}
+
+var (
+	broadcastMAC4 = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	broadcastIP4  = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+)
+
+// dest4 is where a reply goes on the bridge (RFC 2131 §4.1, no relays):
+// NAKs are broadcast; a client that has an address (ciaddr: renewing,
+// rebinding, INFORM) gets it unicast there; one that asked for broadcast
+// gets broadcast; anyone else gets it unicast to its MAC and new address.
+func dest4(req, resp *dhcpv4.DHCPv4) (net.HardwareAddr, netip.Addr) {
+	if resp.MessageType() == dhcpv4.MessageTypeNak {
+		return broadcastMAC4, broadcastIP4
+	}
+	if ci := ip4(req.ClientIPAddr); ci.IsValid() {
+		return req.ClientHWAddr, ci
+	}
+	if req.IsBroadcast() {
+		return broadcastMAC4, broadcastIP4
+	}
+	if yi := ip4(resp.YourIPAddr); yi.IsValid() {
+		return req.ClientHWAddr, yi
+	}
+	return broadcastMAC4, broadcastIP4
+}
+
+func (s *Server4) send(req, resp *dhcpv4.DHCPv4) error {
+	mac, ip := dest4(req, resp)
+	return s.out(frame4(mac, s.srcMAC, s.h.serverAddr(), ip, serverPort4, clientPort4, resp.ToBytes()), mac)
+}
+
+func (s *Server4) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(sweepEvery4)
+	defer t.Stop()
+	for {
+		s.sweep(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sweep deletes the leases that ran out from the store, as dnsmasq does.
+func (s *Server4) sweep(ctx context.Context) {
+	for _, a := range s.h.Expire(s.now()) {
+		sctx, cancel := context.WithTimeout(ctx, storeTimeout4)
+		err := s.cfg.Store.Delete(sctx, s.cfg.Network.Name, a)
+		cancel()
+		s.h.Settle(a)
+		if err != nil {
+			s.h.stats.storeErrors.Add(1)
+			s.log.Error("DHCPv4 expired lease not deleted", "ip", a, "err", err)
+			continue
+		}
+		s.log.Info("DHCPv4 lease expired", "ip", a)
+	}
+}
+
+// Leases returns the leases the server holds (for tests and diagnostics).
+func (s *Server4) Leases() []leases.Lease { return s.h.Leases() }
