@@ -76,6 +76,17 @@ type netConf6 struct {
 	hosts   []host6
 }
 
+// Serves6 reports whether n has an IPv6 <ip> with DHCP ranges or hosts,
+// that is whether it needs a Server6.
+func Serves6(n *conf.Network) bool {
+	for i := range n.IPs {
+		if n.IPs[i].IsIPv6() && n.IPs[i].HasDHCP() {
+			return true
+		}
+	}
+	return false
+}
+
 // errNoDHCP6 says the network has no IPv6 <ip> with <dhcp> to serve.
 var errNoDHCP6 = errors.New("no IPv6 <ip> with <dhcp> ranges or hosts")
 

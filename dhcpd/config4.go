@@ -54,6 +54,7 @@ type config4 struct {
 	ranges    []range4
 	total     int // Σ range sizes
 	hosts     []host4
+	hostAt    map[netip.Addr]*host4 // hosts by address
 	// leaseMax is dnsmasq's dhcp-lease-max: Σ range sizes; 0 (static-only
 	// service) means no limit beyond the hosts themselves.
 	leaseMax int
@@ -148,6 +149,12 @@ func newConfig4(n *conf.Network) (*config4, error) {
 			lease: leaseSeconds4(h.Lease),
 		})
 	}
+	c.hostAt = make(map[netip.Addr]*host4, len(c.hosts))
+	for i := range c.hosts {
+		if _, dup := c.hostAt[c.hosts[i].ip]; !dup {
+			c.hostAt[c.hosts[i].ip] = &c.hosts[i]
+		}
+	}
 	if b := ip.DHCP.BootP; b != nil && b.File != "" {
 		c.bootFile = b.File
 		c.nextServer = c.server
@@ -186,14 +193,7 @@ func (c *config4) hostByName(label string) *host4 {
 }
 
 // hostByIP is the static host whose address is a, if any.
-func (c *config4) hostByIP(a netip.Addr) *host4 {
-	for i := range c.hosts {
-		if c.hosts[i].ip == a {
-			return &c.hosts[i]
-		}
-	}
-	return nil
-}
+func (c *config4) hostByIP(a netip.Addr) *host4 { return c.hostAt[a] }
 
 // rangeOf is the range holding a, or nil.
 func (c *config4) rangeOf(a netip.Addr) *range4 {

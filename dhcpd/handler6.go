@@ -307,10 +307,13 @@ func (r *reply6) grant(ia *dhcpv6.OptIANA, commit, extend bool) (*dhcpv6.OptIANA
 	} else {
 		ip, l, ok = r.h.pool.pick(key, r.cl, asked, r.now)
 	}
-	for _, a := range asked {
-		if a != ip {
-			// Whatever the client holds and does not get: lifetimes 0.
-			out.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: net.IP(a.AsSlice())})
+	if r.req.MessageType != dhcpv6.MessageTypeSolicit {
+		for _, a := range asked {
+			if a != ip {
+				// What the client holds or wants and does not get:
+				// lifetimes 0 (a Solicit's addresses are mere hints).
+				out.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: net.IP(a.AsSlice())})
+			}
 		}
 	}
 	if !ok {
@@ -319,7 +322,7 @@ func (r *reply6) grant(ia *dhcpv6.OptIANA, commit, extend bool) (*dhcpv6.OptIANA
 			// other: take it back.
 			r.h.pool.drop(known)
 			r.releases = append(r.releases, known.ip)
-			if !contains6(asked, known.ip) {
+			if !contains6(asked, known.ip) || r.req.MessageType == dhcpv6.MessageTypeSolicit {
 				out.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: net.IP(known.ip.AsSlice())})
 			}
 		}
@@ -334,7 +337,7 @@ func (r *reply6) grant(ia *dhcpv6.OptIANA, commit, extend bool) (*dhcpv6.OptIANA
 	b, old := r.h.pool.bind(key, r.cl, ip, l, r.now, !commit)
 	if old.IsValid() {
 		r.releases = append(r.releases, old)
-		if !contains6(asked, old) {
+		if !contains6(asked, old) || r.req.MessageType == dhcpv6.MessageTypeSolicit {
 			out.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: net.IP(old.AsSlice())})
 		}
 	}

@@ -351,6 +351,13 @@ func TestHandler6(t *testing.T) {
 			{send: withIA6(tcl6{duid: duidPeter6, iaid: 9}, rq, -1), want: want6{typ: rep, addr: pfx6 + "1:22", hostname: "peter.xyz"}},
 			// Nobody else gets a reserved address, even asking for it.
 			{send: withIA6(cA, rq, -1, pfx6+"1:23"), want: want6{typ: rep, addr: "range", notAddr: pfx6 + "1:23", zeroed: []string{pfx6 + "1:23"}}},
+			// A Solicit's hint is only a hint: not answered with lifetimes 0.
+			{send: solicit6(cA, pfx6+"1:23"), want: want6{typ: adv, addr: "range", notAddr: pfx6 + "1:23",
+				check: func(t *testing.T, _ *env6, m *dhcpv6.Message, _ []leases.Lease) {
+					if n := len(m.Options.OneIANA().Options.Addresses()); n != 1 {
+						t.Errorf("Advertise IA has %d addresses", n)
+					}
+				}}},
 			// A second IA of the reserved client gets a range address.
 			{send: withIA6(tcl6{duid: duidBob6, iaid: 8}, rq, -1), want: want6{typ: rep, addr: "range"}},
 		},
@@ -746,6 +753,21 @@ func TestParseDUID6(t *testing.T) {
 		if err != nil || FormatDUID6(b) != tc.want {
 			t.Errorf("ParseDUID6(%q) = %s, %v; want %s", tc.in, FormatDUID6(b), err, tc.want)
 		}
+	}
+}
+
+func TestServes6(t *testing.T) {
+	if !Serves6(parseNet6(t, net6XML, nil)) {
+		t.Error("dhcp6-network does not need a DHCPv6 server")
+	}
+	if Serves6(parseNet6(t, net6XML, func(n *conf.Network) { ip6(n).DHCP = nil })) {
+		t.Error("a network without IPv6 <dhcp> needs a DHCPv6 server")
+	}
+	if _, err := NewHandler6(parseNet6(t, net6XML, func(n *conf.Network) { ip6(n).DHCP = nil }), serverID6); !errors.Is(err, errNoDHCP6) {
+		t.Errorf("NewHandler6 without IPv6 <dhcp>: %v", err)
+	}
+	if _, err := NewHandler6(parseNet6(t, net6XML, nil), []byte{0}); err == nil {
+		t.Error("NewHandler6 accepted a 1-byte server DUID")
 	}
 }
 

@@ -241,6 +241,14 @@ func shard4(b []byte) int {
 
 // serve handles one packet: decide, persist, then reply.
 func (s *Server4) serve(ctx context.Context, b []byte) {
+	defer func() {
+		// Never expected (FuzzHandle4), but one bad packet must not take
+		// the daemon down.
+		if r := recover(); r != nil {
+			s.h.stats.dropped.Add(1)
+			s.log.Error("DHCPv4 packet handling panicked", "panic", r)
+		}
+	}()
 	req, err := dhcpv4.FromBytes(b)
 	if err != nil {
 		s.h.stats.dropped.Add(1)
@@ -283,7 +291,7 @@ func (s *Server4) serve(ctx context.Context, b []byte) {
 	}
 	if resp == nil {
 		if req.MessageType() == dhcpv4.MessageTypeDiscover {
-			s.log.Warn("DHCPv4 no address available", "mac", req.ClientHWAddr.String())
+			s.log.Info("DHCPv4 no address available", "mac", req.ClientHWAddr.String())
 		}
 		return
 	}

@@ -141,8 +141,8 @@ func New6(cfg Config6) (*Server6, error) {
 }
 
 // Start loads the network's stored leases and serves on UDP [::]:547 of the
-// bridge (joined to ff02::1:2) until Close or ctx ends. The sockets belong
-// to the network namespace of the calling thread.
+// bridge (joined to ff02::1:2) until Close or until ctx ends. The socket
+// belongs to the network namespace of the calling thread.
 func (s *Server6) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -178,9 +178,14 @@ func (s *Server6) Start(ctx context.Context) error {
 	}
 	s.h, s.conn, s.ifindex = h, conn, ifi.Index
 	s.queue = make(chan packet6, queue6)
-	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	ctx, s.cancel = context.WithCancel(ctx)
 	s.started = true
-	s.wg.Add(2 + workers6)
+	s.wg.Add(3 + workers6)
+	go func() {
+		defer s.wg.Done()
+		<-ctx.Done()
+		conn.Close()
+	}()
 	go s.read(ctx)
 	go s.sweep(ctx)
 	for range workers6 {
@@ -222,10 +227,9 @@ func (s *Server6) Close() error {
 		return nil
 	}
 	s.cancel()
-	err := s.conn.Close()
 	s.wg.Wait()
 	s.log.Info("DHCPv6 server stopped")
-	return err
+	return nil
 }
 
 // Stats returns the counters.
@@ -296,6 +300,11 @@ func (s *Server6) serve(ctx context.Context, p packet6) {
 			s.log.Error("DHCPv6 message handling panicked", "peer", p.peer, "panic", r)
 		}
 	}()
+	if len(p.data) > 0 && (dhcpv6.MessageType(p.data[0]) == dhcpv6.MessageTypeRelayForward || dhcpv6.MessageType(p.data[0]) == dhcpv6.MessageTypeRelayReply) {
+		// No relay agents on a libvirt bridge.
+		s.st.ignored.Add(1)
+		return
+	}
 	msg, err := dhcpv6.MessageFromBytes(p.data)
 	if err != nil {
 		s.st.malformed.Add(1)

@@ -2,9 +2,11 @@ package dhcpd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/vishvananda/netns"
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/internal/nettest"
@@ -575,7 +578,6 @@ func TestServer6StartErrors(t *testing.T) {
 		return err
 	})
 	must6(t, err)
-	defer taken.Close()
 	s, err = New6(Config6{Network: n, Bridge: "br6", Store: store, Log: testLogger6(t)})
 	must6(t, err)
 	err = inNS6(ns, func() error { return s.Start(context.Background()) })
@@ -583,6 +585,24 @@ func TestServer6StartErrors(t *testing.T) {
 		t.Errorf("start with the port taken: %v", err)
 	}
 	s.Close()
+
+	// Once the port is free it starts; ending its context stops it.
+	taken.Close()
+	s, err = New6(Config6{Network: n, Bridge: "br6", Store: store, Log: testLogger6(t)})
+	must6(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	must6(t, inNS6(ns, func() error { return s.Start(ctx) }))
+	if err := inNS6(ns, func() error { return s.Start(ctx) }); err == nil {
+		t.Error("second Start succeeded")
+	}
+	cancel()
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung after the context ended")
+	}
 
 	if _, err := New6(Config6{Network: parseNet6(t, `<network><name>v4</name><ip address='10.0.0.1' prefix='24'><dhcp><range start='10.0.0.2' end='10.0.0.9'/></dhcp></ip></network>`, nil), Bridge: "br6", Store: store}); err == nil {
 		t.Error("New6 accepted a network without DHCPv6")
@@ -604,4 +624,118 @@ func takePort6(dev string) (*os.File, error) {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), "taken547"), nil
+}
+
+// failingStore6 fails every Put while fail is set.
+type failingStore6 struct {
+	LeaseStore
+	fail atomic.Bool
+}
+
+func (f *failingStore6) Put(ctx context.Context, l leases.Lease) error {
+	if f.fail.Load() {
+		return errors.New("disk on fire")
+	}
+	return f.LeaseStore.Put(ctx, l)
+}
+
+// TestServer6Shell drives the socket shell with a Go client in the guest:
+// garbage and relay messages are counted and dropped, an
+// Information-request and a Rapid Commit Solicit are answered, and a lease
+// the store cannot keep is not acknowledged.
+func TestServer6Shell(t *testing.T) {
+	fs := &failingStore6{}
+	l := newLab6(t, 3600, func(s LeaseStore) LeaseStore { fs.LeaseStore = s; return fs })
+	var conn *net.UDPConn
+	must6(t, inNS6(l.guest, func() error {
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), "eth0") })
+			return serr
+		}}
+		pc, err := lc.ListenPacket(context.Background(), "udp6", "[::]:546")
+		if err != nil {
+			return err
+		}
+		conn = pc.(*net.UDPConn)
+		return nil
+	}))
+	defer conn.Close()
+	ifi := ""
+	must6(t, inNS6(l.guest, func() error {
+		i, err := net.InterfaceByName("eth0")
+		if err == nil {
+			ifi = fmt.Sprint(i.Index)
+		}
+		return err
+	}))
+	server := netip.AddrPortFrom(allDHCPAgents6.WithZone(ifi), serverPort6)
+	send := func(b []byte) {
+		t.Helper()
+		if _, err := conn.WriteToUDPAddrPort(b, server); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func(wait time.Duration) *dhcpv6.Message {
+		t.Helper()
+		buf := make([]byte, 2000)
+		conn.SetReadDeadline(time.Now().Add(wait))
+		n, _, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return nil
+		}
+		m, err := dhcpv6.MessageFromBytes(buf[:n])
+		if err != nil {
+			t.Fatalf("undecodable answer: %v", err)
+		}
+		return m
+	}
+	e := &env6{t: t, now: time.Now()}
+
+	send([]byte{1, 2})
+	send([]byte{12, 0, 1, 2, 3})
+	send(append([]byte{3, 1, 2, 3}, 0, 1, 0, 200, 1)) // option longer than the message
+	waitFor6(t, 5*time.Second, "garbage to be counted", func() bool {
+		st := l.srv.Stats()
+		return st.Malformed == 2 && st.Ignored == 1
+	})
+
+	send(e.msg(cA, dhcpv6.MessageTypeInformationRequest).ToBytes())
+	m := recv(5 * time.Second)
+	if m == nil || m.MessageType != dhcpv6.MessageTypeReply || len(m.Options.DNS()) != 1 || m.Options.DNS()[0].String() != l.prefix+"1" {
+		t.Fatalf("information-request answer %v", m)
+	}
+
+	rapid := cA
+	rapid.rapid = true
+	send(e.msg(rapid, dhcpv6.MessageTypeSolicit, rapid.ia()).ToBytes())
+	m = recv(5 * time.Second)
+	if m == nil || m.MessageType != dhcpv6.MessageTypeReply || m.GetOneOption(dhcpv6.OptionRapidCommit) == nil {
+		t.Fatalf("rapid commit answer %v", m)
+	}
+	a, _ := netip.AddrFromSlice(m.Options.OneIANA().Options.OneAddress().IPv6Addr)
+	if _, ok := l.lease(a); !ok || !l.inRange(a) {
+		t.Fatalf("rapid commit of %s: not in the store", a)
+	}
+
+	// The server's DUID is the DUID-LL of the bridge.
+	sid := m.Options.ServerID()
+	if _, ok := sid.(*dhcpv6.DUIDLL); !ok {
+		t.Errorf("server DUID %v, want a DUID-LL", sid)
+	}
+	req := e.msg(cB, dhcpv6.MessageTypeRequest, cB.ia())
+	req.UpdateOption(dhcpv6.OptServerID(sid))
+	fs.fail.Store(true)
+	send(req.ToBytes())
+	if m := recv(1500 * time.Millisecond); m != nil {
+		t.Fatalf("answered %v although the lease is not durable", m)
+	}
+	if st := l.srv.Stats(); st.StoreErrors != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	fs.fail.Store(false)
+	send(req.ToBytes())
+	if m := recv(5 * time.Second); m == nil || m.Options.OneIANA() == nil || m.Options.OneIANA().Options.OneAddress() == nil {
+		t.Fatalf("retransmitted request: %v", m)
+	}
 }
