@@ -99,7 +99,7 @@ func natNet4(dhcp string) string {
 
 const defaultRange4 = `<range start='192.168.122.2' end='192.168.122.254'/>`
 
-var t0 = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+var t04 = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // rig4 drives a Handler4 with a fake clock, settling releases at once as
 // the server does after deleting them from the store.
@@ -115,7 +115,7 @@ func newRig4(t *testing.T, xml string, stored ...leases.Lease) *rig4 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rig4{t: t, h: h, now: t0}
+	return &rig4{t: t, h: h, now: t04}
 }
 
 func (r *rig4) advance(d time.Duration) { r.now = r.now.Add(d) }
@@ -264,8 +264,8 @@ func leaseOpt4(secs uint32) dhcpv4.Modifier {
 	return dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionIPAddressLeaseTime, u32opt4(secs)))
 }
 
-// optU32 reads a 4-byte option; ok false when absent.
-func optU32(m *dhcpv4.DHCPv4, code dhcpv4.OptionCode) (uint32, bool) {
+// optU32of4 reads a 4-byte option; ok false when absent.
+func optU32of4(m *dhcpv4.DHCPv4, code dhcpv4.OptionCode) (uint32, bool) {
 	v := m.Options.Get(code)
 	if len(v) != 4 {
 		return 0, false

@@ -40,8 +40,8 @@ func TestFrame4(t *testing.T) {
 			payload[i] = byte(i*7 + 3)
 		}
 		src, dst := netipMust4("192.168.122.1"), netipMust4("192.168.122.77")
-		f := frame4(mac4(macA), mac4(macB), src, dst, 67, 68, payload)
-		if !bytes.Equal(f[0:6], mac4(macA)) || !bytes.Equal(f[6:12], mac4(macB)) || binary.BigEndian.Uint16(f[12:14]) != 0x0800 {
+		f := frame4(mac4(macA_4), mac4(macB_4), src, dst, 67, 68, payload)
+		if !bytes.Equal(f[0:6], mac4(macA_4)) || !bytes.Equal(f[6:12], mac4(macB_4)) || binary.BigEndian.Uint16(f[12:14]) != 0x0800 {
 			t.Fatalf("ethernet header % x", f[:14])
 		}
 		ip := f[14:34]
@@ -76,13 +76,13 @@ func TestDest4(t *testing.T) {
 		req, resp *dhcpv4.DHCPv4
 		want      string
 	}{
-		{"offer unicast", discover4(macA), newMsg4(macA, dhcpv4.MessageTypeOffer, yi), macA + " 192.168.122.9"},
-		{"offer broadcast flag", discover4(macA, dhcpv4.WithBroadcast(true)), newMsg4(macA, dhcpv4.MessageTypeOffer, yi), bcast},
-		{"renew to ciaddr", renew4(macA, "192.168.122.9", false), newMsg4(macA, dhcpv4.MessageTypeAck, yi), macA + " 192.168.122.9"},
-		{"rebind to ciaddr", renew4(macA, "192.168.122.9", true), newMsg4(macA, dhcpv4.MessageTypeAck, yi), macA + " 192.168.122.9"},
-		{"nak broadcast", initReboot4(macA, "192.168.122.9"), newMsg4(macA, dhcpv4.MessageTypeNak), bcast},
-		{"nak to renewal broadcast", renew4(macA, "192.168.122.9", false), newMsg4(macA, dhcpv4.MessageTypeNak), bcast},
-		{"no address", discover4(macA), newMsg4(macA, dhcpv4.MessageTypeAck), bcast},
+		{"offer unicast", discover4(macA_4), newMsg4(macA_4, dhcpv4.MessageTypeOffer, yi), macA_4 + " 192.168.122.9"},
+		{"offer broadcast flag", discover4(macA_4, dhcpv4.WithBroadcast(true)), newMsg4(macA_4, dhcpv4.MessageTypeOffer, yi), bcast},
+		{"renew to ciaddr", renew4(macA_4, "192.168.122.9", false), newMsg4(macA_4, dhcpv4.MessageTypeAck, yi), macA_4 + " 192.168.122.9"},
+		{"rebind to ciaddr", renew4(macA_4, "192.168.122.9", true), newMsg4(macA_4, dhcpv4.MessageTypeAck, yi), macA_4 + " 192.168.122.9"},
+		{"nak broadcast", initReboot4(macA_4, "192.168.122.9"), newMsg4(macA_4, dhcpv4.MessageTypeNak), bcast},
+		{"nak to renewal broadcast", renew4(macA_4, "192.168.122.9", false), newMsg4(macA_4, dhcpv4.MessageTypeNak), bcast},
+		{"no address", discover4(macA_4), newMsg4(macA_4, dhcpv4.MessageTypeAck), bcast},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mac, ip := dest4(tc.req, tc.resp)
@@ -106,7 +106,7 @@ func newTestServer4(t *testing.T, xml string, store LeaseStore, now func() time.
 		t.Fatal(err)
 	}
 	out := &sent4{}
-	s.srcMAC = mac4(macD)
+	s.srcMAC = mac4(macD_4)
 	s.out = func(frame []byte, _ net.HardwareAddr) error {
 		out.mu.Lock()
 		out.frames = append(out.frames, frame)
@@ -132,9 +132,9 @@ func (o *sent4) replies(t *testing.T) []*dhcpv4.DHCPv4 {
 
 func TestServeAckAfterPut4(t *testing.T) {
 	store := newMemStore4()
-	s, out := newTestServer4(t, natNet4(defaultRange4), store, func() time.Time { return t0 })
+	s, out := newTestServer4(t, natNet4(defaultRange4), store, func() time.Time { return t04 })
 	ctx := context.Background()
-	s.serve(ctx, discover4(macA).ToBytes())
+	s.serve(ctx, discover4(macA_4).ToBytes())
 	offers := out.replies(t)
 	if len(offers) != 1 || typeOf4(offers[0]) != "OFFER" || store.puts != 0 {
 		t.Fatalf("offers %d, puts %d", len(offers), store.puts)
@@ -145,7 +145,7 @@ func TestServeAckAfterPut4(t *testing.T) {
 	store.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
-		s.serve(ctx, select4(macA, offers[0]).ToBytes())
+		s.serve(ctx, select4(macA_4, offers[0]).ToBytes())
 		close(done)
 	}()
 	time.Sleep(50 * time.Millisecond)
@@ -159,14 +159,14 @@ func TestServeAckAfterPut4(t *testing.T) {
 		t.Fatalf("replies %d", len(replies))
 	}
 	l, ok := store.get("t4", addr4(replies[1].YourIPAddr))
-	if !ok || !bytes.Equal(l.MAC, mac4(macA)) {
+	if !ok || !bytes.Equal(l.MAC, mac4(macA_4)) {
 		t.Fatalf("lease not in the store: %+v", l)
 	}
 	// Store failure: no ACK.
 	store.mu.Lock()
 	store.putGate, store.putErr = nil, errStoreDown4
 	store.mu.Unlock()
-	s.serve(ctx, renew4(macA, l.IP.String(), false).ToBytes())
+	s.serve(ctx, renew4(macA_4, l.IP.String(), false).ToBytes())
 	if n := len(out.replies(t)); n != 2 {
 		t.Fatalf("ACK sent though the store failed")
 	}
@@ -177,7 +177,7 @@ func TestServeAckAfterPut4(t *testing.T) {
 	store.mu.Lock()
 	store.putErr = nil
 	store.mu.Unlock()
-	s.serve(ctx, release4(macA, l.IP.String()).ToBytes())
+	s.serve(ctx, release4(macA_4, l.IP.String()).ToBytes())
 	if _, ok := store.get("t4", l.IP); ok {
 		t.Fatal("released lease still stored")
 	}
@@ -190,15 +190,15 @@ func TestServeAckAfterPut4(t *testing.T) {
 
 func TestServerLoadsAndSweeps4(t *testing.T) {
 	a := netipMust4("192.168.122.40")
-	store := newMemStore4(leases.Lease{Network: "t4", Kind: leases.V4, IP: a, MAC: mac4(macA), Expiry: t0.Add(time.Minute)},
-		leases.Lease{Network: "other", Kind: leases.V4, IP: a, MAC: mac4(macB), Expiry: t0.Add(time.Minute)})
-	now := t0
+	store := newMemStore4(leases.Lease{Network: "t4", Kind: leases.V4, IP: a, MAC: mac4(macA_4), Expiry: t04.Add(time.Minute)},
+		leases.Lease{Network: "other", Kind: leases.V4, IP: a, MAC: mac4(macB_4), Expiry: t04.Add(time.Minute)})
+	now := t04
 	s, out := newTestServer4(t, natNet4(defaultRange4), store, func() time.Time { return now })
-	s.serve(context.Background(), discover4(macA).ToBytes())
+	s.serve(context.Background(), discover4(macA_4).ToBytes())
 	if r := out.replies(t); len(r) != 1 || addr4(r[0].YourIPAddr) != a {
 		t.Fatalf("stored lease not honoured")
 	}
-	now = t0.Add(2 * time.Minute)
+	now = t04.Add(2 * time.Minute)
 	s.sweep(context.Background())
 	if _, ok := store.get("t4", a); ok {
 		t.Fatal("expired lease not swept from the store")
