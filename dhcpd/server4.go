@@ -30,10 +30,13 @@ type Config4 struct {
 	Now func() time.Time
 }
 
-// Server tuning.
+// Server tuning. A worker spends most of its time waiting for its lease's
+// fsync, and the store commits the leases of all waiting workers together:
+// many workers mean many leases per fsync. A client always lands on the same
+// worker, so its messages stay in order.
 const (
-	workers4      = 4
-	queueLen4     = 256
+	workers4      = 256
+	queueLen4     = 32
 	sweepEvery4   = 15 * time.Second
 	storeTimeout4 = 10 * time.Second
 	maxPacket4    = 4096

@@ -23,10 +23,12 @@ const (
 	serverPort6 = 547
 	clientPort6 = 546
 	// workers6 bounds the messages handled at once (mostly waiting for
-	// the lease store's fsync); queue6 bounds those waiting for a worker.
-	// Beyond that, messages are dropped and counted: clients retransmit.
-	workers6 = 8
-	queue6   = 256
+	// the lease store's fsync, which the store shares among all waiting
+	// writers: many workers mean many leases per fsync); queue6 bounds those
+	// waiting for a worker. Beyond that, messages are dropped and counted:
+	// clients retransmit.
+	workers6 = 512
+	queue6   = 1024
 	// sweepEvery6 is how often expired leases are removed.
 	sweepEvery6 = 30 * time.Second
 	// storeTimeout6 bounds one lease-store write.
