@@ -421,3 +421,14 @@ func (pl *Plug) format(w *writer) {
 		w.line("</plug>")
 	}
 }
+
+// Clone is a deep copy of the port.
+func (p *Port) Clone() *Port {
+	c := *p
+	c.MAC = cloneMAC(p.MAC)
+	c.VirtualPort = p.VirtualPort.Clone()
+	c.Bandwidth = p.Bandwidth.Clone()
+	c.VLAN = p.VLAN.Clone()
+	c.Plug.Driver = clonePtr(p.Plug.Driver)
+	return &c
+}

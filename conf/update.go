@@ -707,8 +707,8 @@ func (n *Network) Clone() *Network {
 		c.Domain = &dom
 	}
 	c.DNS = n.DNS.deepCopy()
-	c.VLAN = n.VLAN.deepCopy()
-	c.Bandwidth = n.Bandwidth.deepCopy()
+	c.VLAN = n.VLAN.Clone()
+	c.Bandwidth = n.Bandwidth.Clone()
 	if n.IPs != nil {
 		c.IPs = make([]IP, len(n.IPs))
 		for i := range n.IPs {
@@ -716,13 +716,13 @@ func (n *Network) Clone() *Network {
 		}
 	}
 	c.Routes = slices.Clone(n.Routes)
-	c.VirtualPort = n.VirtualPort.deepCopy()
+	c.VirtualPort = n.VirtualPort.Clone()
 	if n.PortGroups != nil {
 		c.PortGroups = make([]PortGroup, len(n.PortGroups))
 		for i, pg := range n.PortGroups {
-			pg.VLAN = pg.VLAN.deepCopy()
-			pg.VirtualPort = pg.VirtualPort.deepCopy()
-			pg.Bandwidth = pg.Bandwidth.deepCopy()
+			pg.VLAN = pg.VLAN.Clone()
+			pg.VirtualPort = pg.VirtualPort.Clone()
+			pg.Bandwidth = pg.Bandwidth.Clone()
 			c.PortGroups[i] = pg
 		}
 	}
@@ -794,26 +794,22 @@ func (d DNS) deepCopy() DNS {
 	return d
 }
 
-func (v *VLAN) deepCopy() *VLAN {
+// Clone is a deep copy (nil stays nil).
+func (v *VLAN) Clone() *VLAN {
 	if v == nil {
 		return nil
 	}
 	return &VLAN{Trunk: v.Trunk, Tags: slices.Clone(v.Tags)}
 }
 
-func (b *Bandwidth) deepCopy() *Bandwidth {
+// Clone is a deep copy (nil stays nil).
+func (b *Bandwidth) Clone() *Bandwidth {
 	if b == nil {
 		return nil
 	}
 	c := *b
-	if b.Inbound != nil {
-		r := *b.Inbound
-		c.Inbound = &r
-	}
-	if b.Outbound != nil {
-		r := *b.Outbound
-		c.Outbound = &r
-	}
+	c.Inbound = clonePtr(b.Inbound)
+	c.Outbound = clonePtr(b.Outbound)
 	return &c
 }
 
@@ -825,7 +821,8 @@ func clonePtr[T any](p *T) *T {
 	return &v
 }
 
-func (vp *VirtualPort) deepCopy() *VirtualPort {
+// Clone is a deep copy (nil stays nil).
+func (vp *VirtualPort) Clone() *VirtualPort {
 	if vp == nil {
 		return nil
 	}

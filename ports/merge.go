@@ -28,14 +28,14 @@ func findPortGroup(n *conf.Network, p *conf.Port) (*conf.PortGroup, error) {
 // from the network. q is a private copy; everything taken is deep-copied.
 func inherit(n *conf.Network, pg *conf.PortGroup, q *conf.Port) {
 	if q.Bandwidth == nil && pg != nil && pg.Bandwidth != nil {
-		q.Bandwidth = copyBandwidth(pg.Bandwidth)
+		q.Bandwidth = pg.Bandwidth.Clone()
 	}
 	if !hasTags(q.VLAN) {
 		switch {
 		case pg != nil && hasTags(pg.VLAN):
-			q.VLAN = copyVLAN(pg.VLAN)
+			q.VLAN = pg.VLAN.Clone()
 		case hasTags(n.VLAN):
-			q.VLAN = copyVLAN(n.VLAN)
+			q.VLAN = n.VLAN.Clone()
 		}
 	}
 	if q.TrustGuestRxFilters == conf.TristateAbsent {

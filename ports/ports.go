@@ -101,7 +101,7 @@ func Allocate(n *conf.Network, p *conf.Port, floorSum uint64) (*conf.Network, *c
 	if err != nil {
 		return nil, nil, err
 	}
-	q := copyPort(p)
+	q := p.Clone()
 	inherit(n, pg, q)
 	var pgVP *conf.VirtualPort
 	if pg != nil {
