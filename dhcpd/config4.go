@@ -55,6 +55,10 @@ type config4 struct {
 	total     int // Σ range sizes
 	hosts     []host4
 	hostAt    map[netip.Addr]*host4 // hosts by address
+	// hostMAC and hostLabel index hosts by MAC and, for hosts without a
+	// MAC, by name label; the first host in XML order wins, as in a scan.
+	hostMAC   map[string]*host4
+	hostLabel map[string]*host4
 	// leaseMax is dnsmasq's dhcp-lease-max: Σ range sizes; 0 (static-only
 	// service) means no limit beyond the hosts themselves.
 	leaseMax int
@@ -150,9 +154,22 @@ func newConfig4(n *conf.Network) (*config4, error) {
 		})
 	}
 	c.hostAt = make(map[netip.Addr]*host4, len(c.hosts))
+	c.hostMAC = make(map[string]*host4, len(c.hosts))
+	c.hostLabel = map[string]*host4{}
 	for i := range c.hosts {
-		if _, dup := c.hostAt[c.hosts[i].ip]; !dup {
-			c.hostAt[c.hosts[i].ip] = &c.hosts[i]
+		h := &c.hosts[i]
+		if _, dup := c.hostAt[h.ip]; !dup {
+			c.hostAt[h.ip] = h
+		}
+		switch {
+		case h.mac != nil:
+			if k := macKey4(h.mac); c.hostMAC[k] == nil {
+				c.hostMAC[k] = h
+			}
+		case h.label != "":
+			if c.hostLabel[h.label] == nil {
+				c.hostLabel[h.label] = h
+			}
 		}
 	}
 	if b := ip.DHCP.BootP; b != nil && b.File != "" {
@@ -169,14 +186,10 @@ func newConfig4(n *conf.Network) (*config4, error) {
 }
 
 // hostByMAC is the static host reserved for mac, if any.
-func (c *config4) hostByMAC(mac net.HardwareAddr) *host4 {
-	for i := range c.hosts {
-		if h := &c.hosts[i]; h.mac != nil && macEqual4(h.mac, mac) {
-			return h
-		}
-	}
-	return nil
-}
+func (c *config4) hostByMAC(mac net.HardwareAddr) *host4 { return c.hostMAC[macKey4(mac)] }
+
+// macKey4 is a MAC as a map key.
+func macKey4(mac net.HardwareAddr) string { return string(mac) }
 
 // hostByName is the name-only static host matching a client's host name
 // (dnsmasq compares names without their domain, case-insensitively).
@@ -184,12 +197,7 @@ func (c *config4) hostByName(label string) *host4 {
 	if label == "" {
 		return nil
 	}
-	for i := range c.hosts {
-		if h := &c.hosts[i]; h.mac == nil && h.label == label {
-			return h
-		}
-	}
-	return nil
+	return c.hostLabel[label]
 }
 
 // hostByIP is the static host whose address is a, if any.
@@ -246,18 +254,6 @@ func a2u4(a netip.Addr) uint32 {
 
 func u2a4(u uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(u >> 24), byte(u >> 16), byte(u >> 8), byte(u)})
-}
-
-func macEqual4(a, b net.HardwareAddr) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // firstLabel4 is name up to its first dot.

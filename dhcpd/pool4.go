@@ -44,6 +44,17 @@ type pool4 struct {
 	// hints remembers the last address of clients whose lease ended, so a
 	// returning client gets it back when it is still free.
 	hints map[string]netip.Addr
+
+	// gen counts changes to bindings; full caches atLeaseMax's last
+	// "table is full" verdict for that gen.
+	gen  uint64
+	full fullVerdict4
+}
+
+type fullVerdict4 struct {
+	valid bool
+	gen   uint64
+	until time.Time
 }
 
 func newPool4(cfg *config4) *pool4 {
@@ -77,6 +88,7 @@ func (p *pool4) load(ls []leases.Lease) {
 		l.IP = l.IP.Unmap()
 		key := leaseKey4(l)
 		p.bindings[l.IP] = &binding4{key: key, lease: l}
+		p.gen++
 		if old, ok := p.byKey[key]; ok {
 			if ob := p.bindings[old]; ob != nil && later4(ob.lease.Expiry, l.Expiry) {
 				continue
@@ -147,8 +159,13 @@ func (p *pool4) allowed(cl *client4, a netip.Addr, now time.Time) bool {
 
 // atLeaseMax reports whether a new lease for cl would exceed dhcp-lease-max
 // (Σ range sizes). A client that holds a live lease only moves it.
+//
+// It runs for every DISCOVER and REQUEST, so it must not walk the leases:
+// while there are fewer bindings than the maximum (expired ones included)
+// the answer is no at once; only a full table is counted, and a "full"
+// verdict is kept until a binding changes or the earliest live lease ends.
 func (p *pool4) atLeaseMax(cl *client4, now time.Time) bool {
-	if p.cfg.leaseMax == 0 {
+	if p.cfg.leaseMax == 0 || len(p.bindings) < p.cfg.leaseMax {
 		return false
 	}
 	if a, ok := p.byKey[cl.key]; ok {
@@ -156,13 +173,29 @@ func (p *pool4) atLeaseMax(cl *client4, now time.Time) bool {
 			return false
 		}
 	}
+	if p.full.valid && p.full.gen == p.gen && now.Before(p.full.until) {
+		return true
+	}
 	n := 0
+	var until time.Time // the earliest end of a live lease
 	for _, b := range p.bindings {
-		if !b.lease.Expired(now) {
-			n++
+		if b.lease.Expired(now) {
+			continue
+		}
+		n++
+		if e := b.lease.Expiry; !e.IsZero() && (until.IsZero() || e.Before(until)) {
+			until = e
 		}
 	}
-	return n >= p.cfg.leaseMax
+	if n < p.cfg.leaseMax {
+		p.full.valid = false
+		return false
+	}
+	if until.IsZero() {
+		until = now.Add(offerHold4)
+	}
+	p.full = fullVerdict4{valid: true, gen: p.gen, until: until}
+	return true
 }
 
 // choose picks the address to offer cl: its static address, its current
@@ -248,6 +281,7 @@ func (p *pool4) bind(key string, l leases.Lease) netip.Addr {
 	}
 	p.bindings[l.IP] = &binding4{key: key, lease: l}
 	p.byKey[key] = l.IP
+	p.gen++
 	p.dropOffer(key)
 	if o, ok := p.offers[l.IP]; ok && o.key != key {
 		delete(p.offers, l.IP)
@@ -263,6 +297,7 @@ func (p *pool4) unbind(a netip.Addr) {
 		return
 	}
 	delete(p.bindings, a)
+	p.gen++
 	if p.byKey[b.key] == a {
 		delete(p.byKey, b.key)
 	}
