@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -37,6 +38,11 @@ func Handler(m *Manager, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/networks/{id}/ports/{port}/xml", h.portXML)
 	mux.HandleFunc("DELETE /v1/networks/{id}/ports/{port}", h.deletePort)
 	mux.HandleFunc("PUT /v1/networks/{id}/ports/{port}/bandwidth", h.portBandwidth)
+	// Go's profiler, for diagnosing a busy daemon; the socket is root's
+	// (or --socket-group's) only, like the rest of the API.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, &api.Error{Code: api.CodeNotFound, Message: fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path)})
 	})
