@@ -4,8 +4,11 @@
 //
 // Leases live in one bbolt bucket, keyed by network + "\x00" + the 16-byte
 // form of the address, so that the leases of a network are a prefix scan.
-// Values are JSON. Writes return only once they are fsync'd; concurrent
-// writes are group-committed into one transaction.
+// Values are JSON. Writes are reported done only once they are fsync'd.
+// They go through one committer goroutine in the order they were submitted:
+// everything submitted while a commit is running goes into the next one
+// (group commit), so durability costs one fsync per batch, not per lease,
+// and no fixed batching delay is added at low load.
 package leases
 
 import (
@@ -78,12 +81,6 @@ func (l Lease) Expired(now time.Time) bool {
 	return !l.Expiry.IsZero() && l.Expiry.Before(now)
 }
 
-// Batching parameters for group commit.
-const (
-	maxBatchDelay = time.Millisecond
-	maxBatchSize  = 1000
-)
-
 var bucketLeases = []byte("leases")
 
 // Store is the lease database. It is safe for concurrent use.
@@ -94,9 +91,44 @@ type Store struct {
 	closed   bool
 	watchers map[string]map[*watcher]struct{}
 
-	// txHook, when set (tests), is called inside every write transaction
-	// that stores or deletes a single lease.
+	// The write queue: Apply appends, the committer takes it all.
+	qmu     sync.Mutex
+	queue   []pending
+	qclosed bool
+	wake    chan struct{} // one pending signal to the committer
+	stopped chan struct{} // closed when the committer has returned
+
+	// txHook, when set (tests), is called inside every write transaction.
 	txHook func(*bolt.Tx)
+}
+
+// Changes is one atomic write: leases to store (replacing the lease of the
+// same network and address) and addresses whose lease to remove. Deletes
+// are applied before puts.
+type Changes struct {
+	Put    []Lease
+	Delete []Key
+}
+
+// Key names the lease of an address in a network.
+type Key struct {
+	Network string
+	IP      netip.Addr
+}
+
+// ErrClosed is reported for writes submitted to, or pending in, a closed
+// Store.
+var ErrClosed = errors.New("lease store closed")
+
+type pending struct {
+	puts     []putRecord
+	dels     [][]byte
+	networks []string
+	done     func(error)
+}
+
+type putRecord struct {
+	key, value []byte
 }
 
 type watcher struct {
@@ -113,8 +145,6 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lease store %s: %w", path, err)
 	}
-	db.MaxBatchDelay = maxBatchDelay
-	db.MaxBatchSize = maxBatchSize
 	err = db.Update(func(tx *bolt.Tx) error {
 		_, err := tx.CreateBucketIfNotExists(bucketLeases)
 		return err
@@ -123,11 +153,27 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("lease store %s: %w", path, err)
 	}
-	return &Store{db: db, watchers: map[string]map[*watcher]struct{}{}}, nil
+	s := &Store{
+		db:       db,
+		watchers: map[string]map[*watcher]struct{}{},
+		wake:     make(chan struct{}, 1),
+		stopped:  make(chan struct{}),
+	}
+	go s.commitLoop()
+	return s, nil
 }
 
-// Close closes the database and every Watch channel.
+// Close closes the database and every Watch channel. Writes already
+// submitted are committed first; later ones fail with ErrClosed.
 func (s *Store) Close() error {
+	s.qmu.Lock()
+	already := s.qclosed
+	s.qclosed = true
+	s.qmu.Unlock()
+	if !already {
+		s.signal()
+	}
+	<-s.stopped
 	s.mu.Lock()
 	s.closed = true
 	for _, ws := range s.watchers {
@@ -257,58 +303,168 @@ func key(network string, ip netip.Addr) []byte {
 }
 
 // Put stores l, replacing any lease of the same network and address. It
-// returns once the lease is durable. Concurrent Puts share a transaction.
-// ctx is checked before the write is queued; once queued, the write
-// completes regardless of ctx.
+// returns once the lease is durable. ctx is checked before the write is
+// queued; once queued, the write completes regardless of ctx.
 func (s *Store) Put(ctx context.Context, l Lease) error {
-	l, err := normalize(l)
-	if err != nil {
-		return fmt.Errorf("storing lease: %w", err)
-	}
-	data, err := encode(l)
-	if err != nil {
-		return fmt.Errorf("storing lease %s/%s: %w", l.Network, l.IP, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("storing lease %s/%s: %w", l.Network, l.IP, err)
-	}
-	k := key(l.Network, l.IP)
-	err = s.db.Batch(func(tx *bolt.Tx) error {
-		if s.txHook != nil {
-			s.txHook(tx)
-		}
-		return tx.Bucket(bucketLeases).Put(k, data)
-	})
-	if err != nil {
-		return fmt.Errorf("storing lease %s/%s: %w", l.Network, l.IP, err)
-	}
-	s.notify(l.Network)
-	return nil
+	return s.wait(ctx, Changes{Put: []Lease{l}})
 }
 
 // Delete removes the lease of network for ip, if any, and returns once the
 // removal is durable.
 func (s *Store) Delete(ctx context.Context, network string, ip netip.Addr) error {
-	if err := checkNetwork(network); err != nil {
-		return fmt.Errorf("deleting lease: %w", err)
-	}
-	if !ip.IsValid() {
-		return fmt.Errorf("deleting lease of %s: no IP address", network)
-	}
+	return s.wait(ctx, Changes{Delete: []Key{{Network: network, IP: ip}}})
+}
+
+func (s *Store) wait(ctx context.Context, c Changes) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("deleting lease %s/%s: %w", network, ip, err)
+		return fmt.Errorf("writing leases: %w", err)
 	}
-	k := key(network, ip)
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	ch := make(chan error, 1)
+	s.Apply(c, func(err error) { ch <- err })
+	return <-ch
+}
+
+// Apply submits c and returns at once; done is called once c is durable,
+// or with the error that kept it from being written (then none of c is).
+// Changes are committed in the order Apply was called, so a caller that
+// decides under its own lock and submits under it gets its decisions
+// stored in that order. done runs on the store's committer goroutine: it
+// must not block or call back into the Store's writes.
+func (s *Store) Apply(c Changes, done func(error)) {
+	p, err := prepare(c)
+	if err != nil {
+		done(err)
+		return
+	}
+	p.done = done
+	s.qmu.Lock()
+	if s.qclosed {
+		s.qmu.Unlock()
+		done(ErrClosed)
+		return
+	}
+	s.queue = append(s.queue, p)
+	s.qmu.Unlock()
+	s.signal()
+}
+
+// prepare validates and encodes c outside the commit, so that a bad lease
+// fails alone and the committer only copies bytes.
+func prepare(c Changes) (pending, error) {
+	var p pending
+	seen := map[string]bool{}
+	addNetwork := func(n string) {
+		if !seen[n] {
+			seen[n] = true
+			p.networks = append(p.networks, n)
+		}
+	}
+	for _, k := range c.Delete {
+		if err := checkNetwork(k.Network); err != nil {
+			return p, fmt.Errorf("deleting lease: %w", err)
+		}
+		if !k.IP.IsValid() {
+			return p, fmt.Errorf("deleting lease of %s: no IP address", k.Network)
+		}
+		p.dels = append(p.dels, key(k.Network, k.IP))
+		addNetwork(k.Network)
+	}
+	for _, l := range c.Put {
+		l, err := normalize(l)
+		if err != nil {
+			return p, fmt.Errorf("storing lease: %w", err)
+		}
+		data, err := encode(l)
+		if err != nil {
+			return p, fmt.Errorf("storing lease %s/%s: %w", l.Network, l.IP, err)
+		}
+		p.puts = append(p.puts, putRecord{key: key(l.Network, l.IP), value: data})
+		addNetwork(l.Network)
+	}
+	return p, nil
+}
+
+func (s *Store) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// commitLoop is the committer: it writes whatever is queued in one
+// transaction, reports, and repeats; it returns once the queue is closed
+// and drained.
+func (s *Store) commitLoop() {
+	defer close(s.stopped)
+	var batch []pending
+	for range s.wake {
+		for {
+			s.qmu.Lock()
+			batch, s.queue = s.queue, batch[:0]
+			closed := s.qclosed
+			s.qmu.Unlock()
+			if len(batch) == 0 {
+				if closed {
+					return
+				}
+				break
+			}
+			s.commit(batch)
+			clear(batch) // drop the done funcs and records
+		}
+	}
+}
+
+// commit writes batch in one transaction. Should the transaction fail, each
+// write is tried alone, so that one bad write does not fail the others.
+func (s *Store) commit(batch []pending) {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		if s.txHook != nil {
 			s.txHook(tx)
 		}
-		return tx.Bucket(bucketLeases).Delete(k)
+		b := tx.Bucket(bucketLeases)
+		for i := range batch {
+			if err := writeTx(b, &batch[i]); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("deleting lease %s/%s: %w", network, ip, err)
+	if err != nil && len(batch) > 1 {
+		for i := range batch {
+			s.commit(batch[i : i+1])
+		}
+		return
 	}
-	s.notify(network)
+	if err != nil {
+		err = fmt.Errorf("writing leases: %w", err)
+	} else {
+		changed := map[string]bool{}
+		for i := range batch {
+			for _, n := range batch[i].networks {
+				if !changed[n] {
+					changed[n] = true
+					s.notify(n)
+				}
+			}
+		}
+	}
+	for i := range batch {
+		batch[i].done(err)
+	}
+}
+
+func writeTx(b *bolt.Bucket, p *pending) error {
+	for _, k := range p.dels {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	for _, r := range p.puts {
+		if err := b.Put(r.key, r.value); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package leases
 
 import (
 	"context"
+	"errors"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -517,4 +518,93 @@ func BenchmarkPutParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
+}
+
+// Apply commits in submission order: the last decision about an address
+// wins, and every done is called in that order.
+func TestApplyOrder(t *testing.T) {
+	s, _ := openTest(t)
+	ip := netip.MustParseAddr("10.0.0.9")
+	var mu sync.Mutex
+	var got []int
+	var wg sync.WaitGroup
+	const n = 501 // the last change is a Put
+	wg.Add(n)
+	for i := range n {
+		c := Changes{Put: []Lease{{Network: "default", Kind: V4, IP: ip, MAC: net.HardwareAddr{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)}}}}
+		if i%3 == 1 {
+			c = Changes{Delete: []Key{{Network: "default", IP: ip}}}
+		}
+		s.Apply(c, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			got = append(got, i)
+			mu.Unlock()
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if !slices.IsSorted(got) {
+		t.Errorf("done calls out of submission order: %v", got)
+	}
+	ls, err := s.List("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPut := (n-1)%3 != 1
+	if !wantPut {
+		if len(ls) != 0 {
+			t.Fatalf("leases after a final delete: %v", ls)
+		}
+		return
+	}
+	if last := n - 1; len(ls) != 1 || ls[0].MAC[4] != byte(last>>8) || ls[0].MAC[5] != byte(last) {
+		t.Fatalf("leases = %v, want the put of change %d", ls, n-1)
+	}
+}
+
+func TestApplyBadChangeFailsAlone(t *testing.T) {
+	s, _ := openTest(t)
+	good := Lease{Network: "default", Kind: V4, IP: netip.MustParseAddr("10.0.0.2"), MAC: mac(t, "52:54:00:00:00:02")}
+	bad := Lease{Network: "default", Kind: V4} // no address
+	errs := make(chan error, 2)
+	s.Apply(Changes{Put: []Lease{bad}}, func(err error) { errs <- err })
+	s.Apply(Changes{Put: []Lease{good}}, func(err error) { errs <- err })
+	if err := <-errs; err == nil {
+		t.Error("a lease without an address was stored")
+	}
+	if err := <-errs; err != nil {
+		t.Errorf("good lease: %v", err)
+	}
+}
+
+func TestCloseCommitsQueuedAndRefusesLater(t *testing.T) {
+	s, path := openTest(t)
+	const n = 100
+	errs := make(chan error, n)
+	for i := range n {
+		l := Lease{Network: "default", Kind: V4, IP: netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0, byte(i)}}
+		s.Apply(Changes{Put: []Lease{l}}, func(err error) { errs <- err })
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("queued write failed at Close: %v", err)
+		}
+	}
+	if err := s.Put(context.Background(), Lease{Network: "default", Kind: V4, IP: netip.MustParseAddr("10.0.1.1"), MAC: mac(t, "52:54:00:00:01:01")}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Put after Close: %v, want ErrClosed", err)
+	}
+	s2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if ls, _ := s2.List("default"); len(ls) != n {
+		t.Errorf("%d leases after reopen, want %d", len(ls), n)
+	}
 }
