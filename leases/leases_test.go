@@ -2,8 +2,8 @@ package leases
 
 import (
 	"context"
-	"errors"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
