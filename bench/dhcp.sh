@@ -685,7 +685,8 @@ for fam in 4 6; do
   v=$(num vnetd "$fam") k=$(num kea "$fam")
   if ! has vnetd || ! has kea || [[ " $FAMILIES " != *" $fam "* ]]; then
     unknown=1; detail="${detail}v$fam: vnetd or Kea not run; "
-  elif [ -z "$v" ] || [ -z "$k" ]; then
+  elif [ -z "$v" ] || [ -z "$k" ] || [ "$k" = 0 ]; then
+    # Kea passing no step at all (0) says the run measured nothing.
     unknown=1; detail="${detail}v$fam: vnetd $(cell vnetd "$fam"), Kea $(cell kea "$fam"); "
   else
     detail="${detail}v$fam: vnetd $v/s vs Kea $k/s; "

@@ -6,25 +6,22 @@
 //
 // Each server is a thin socket shell around a pure handler that takes a
 // parsed request and the current time and decides the reply and what to
-// persist; the shell persists first and replies after, so that a client is
-// never acknowledged a lease that is not durable.
+// persist; the shell submits the write to the store and replies from its
+// completion, so that a client is never acknowledged a lease that is not
+// durable, and no goroutine waits for the disk.
 package dhcpd
 
 import (
-	"context"
-	"net/netip"
-
 	"github.com/vnetd/vnetd/leases"
 )
 
 // LeaseStore is what the DHCP servers need of the lease store; *leases.Store
 // implements it.
 type LeaseStore interface {
-	// Put stores l, replacing the lease of the same network and address,
-	// and returns once it is durable.
-	Put(ctx context.Context, l leases.Lease) error
-	// Delete removes the lease of network for ip, if any.
-	Delete(ctx context.Context, network string, ip netip.Addr) error
+	// Apply submits c and calls done once it is durable (or failed).
+	// Writes are committed in the order Apply is called; done must not
+	// block.
+	Apply(c leases.Changes, done func(error))
 	// List returns every lease of network, expired ones included.
 	List(network string) ([]leases.Lease, error)
 }

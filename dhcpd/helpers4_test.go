@@ -23,14 +23,36 @@ type memStore4 struct {
 	putGate chan struct{} // when set, Put waits for a value
 	puts    int
 	deletes int
+	jobs    chan func() // Apply's writes, run in order by one goroutine
 }
 
 func newMemStore4(ls ...leases.Lease) *memStore4 {
-	s := &memStore4{m: map[string]map[netip.Addr]leases.Lease{}}
+	s := &memStore4{m: map[string]map[netip.Addr]leases.Lease{}, jobs: make(chan func(), 4096)}
+	go func() {
+		for job := range s.jobs {
+			job()
+		}
+	}()
 	for _, l := range ls {
 		s.Put(context.Background(), l)
 	}
 	return s
+}
+
+// Apply runs the writes in submission order, like the real store.
+func (s *memStore4) Apply(c leases.Changes, done func(error)) {
+	s.jobs <- func() {
+		for _, k := range c.Delete {
+			s.Delete(context.Background(), k.Network, k.IP)
+		}
+		for _, l := range c.Put {
+			if err := s.Put(context.Background(), l); err != nil {
+				done(err)
+				return
+			}
+		}
+		done(nil)
+	}
 }
 
 func (s *memStore4) Put(ctx context.Context, l leases.Lease) error {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 
@@ -30,17 +31,19 @@ type Config4 struct {
 	Now func() time.Time
 }
 
-// Server tuning. A worker spends most of its time waiting for its lease's
-// fsync, and the store commits the leases of all waiting workers together:
-// many workers mean many leases per fsync. A client always lands on the same
-// worker, so its messages stay in order.
+// Server tuning. Workers parse, decide and answer; a client always lands
+// on the same worker, so its messages keep their order. Nobody waits for
+// the disk: a lease is submitted to the store, which commits everything
+// queued at once, and its ACK goes out from the completion.
 const (
-	workers4      = 256
-	queueLen4     = 32
-	sweepEvery4   = 15 * time.Second
-	storeTimeout4 = 10 * time.Second
-	maxPacket4    = 4096
+	queueLen4   = 1024
+	sweepEvery4 = 15 * time.Second
+	maxPacket4  = 4096
 )
+
+// workers4 is how many workers a server runs: one per CPU the Go runtime
+// uses, since deciding is serialised and the rest is CPU work.
+func workers4() int { return max(2, runtime.GOMAXPROCS(0)) }
 
 // Server4 is the DHCPv4 server of one network's bridge: a socket shell
 // around Handler4. It receives on UDP port 67 bound to the bridge and sends
@@ -57,12 +60,20 @@ type Server4 struct {
 	started bool
 	closed  bool
 	cancel  context.CancelFunc
-	done    chan struct{} // closed when every goroutine has stopped
+	stopped chan struct{} // closed when every goroutine has stopped
 
 	udp    net.PacketConn
 	raw    *packet.Conn
 	srcMAC net.HardwareAddr
 	queues []chan []byte
+
+	// decide serialises deciding and submitting to the store, so that the
+	// store writes land in the order the handler decided them.
+	decide sync.Mutex
+	// inflight counts store writes not yet completed; done holds their
+	// completions for the replier.
+	inflight sync.WaitGroup
+	done4    completions[completion4]
 	// out sends a frame to mac on the bridge (the packet socket; tests
 	// replace it).
 	out func(frame []byte, mac net.HardwareAddr) error
@@ -133,46 +144,46 @@ func (s *Server4) Start(ctx context.Context) error {
 		return fmt.Errorf("dhcpv4: cannot open a packet socket on bridge %s: %w", s.cfg.Bridge, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s.started, s.cancel, s.done = true, cancel, make(chan struct{})
+	s.started, s.cancel, s.stopped = true, cancel, make(chan struct{})
 	s.udp, s.raw, s.srcMAC = udp, raw, ifi.HardwareAddr
 	s.out = func(frame []byte, mac net.HardwareAddr) error {
 		_, err := raw.WriteTo(frame, &packet.Addr{HardwareAddr: mac})
 		return err
 	}
-	s.queues = make([]chan []byte, workers4)
+	s.queues = make([]chan []byte, workers4())
 	for i := range s.queues {
 		s.queues[i] = make(chan []byte, queueLen4)
 	}
+	s.done4.wake = make(chan struct{}, 1)
 
-	var wg sync.WaitGroup
-	wg.Add(2 + workers4)
+	var workers, repliers sync.WaitGroup
 	go func() { // the reader ends when its socket is closed
 		<-ctx.Done()
 		udp.Close()
 	}()
-	go func() {
-		defer wg.Done()
+	workers.Go(func() {
 		s.read(ctx)
 		for _, q := range s.queues {
 			close(q)
 		}
-	}()
+	})
 	for _, q := range s.queues {
-		go func() {
-			defer wg.Done()
+		workers.Go(func() {
 			for b := range q {
 				s.serve(ctx, b)
 			}
-		}()
+		})
 	}
+	workers.Go(func() { s.sweepLoop(ctx) })
+	repliers.Go(s.reply)
 	go func() {
-		defer wg.Done()
-		s.sweepLoop(ctx)
-	}()
-	go func() {
-		wg.Wait()
+		workers.Wait()
+		// Every write is submitted; let the last completions out.
+		s.inflight.Wait()
+		s.done4.close()
+		repliers.Wait()
 		raw.Close()
-		close(s.done)
+		close(s.stopped)
 	}()
 	s.log.Info("DHCPv4 server started", "address", s.h.serverAddr())
 	return nil
@@ -192,13 +203,13 @@ func (s *Server4) Update(n *conf.Network) error {
 func (s *Server4) Close() error {
 	s.mu.Lock()
 	s.closed = true
-	cancel, done := s.cancel, s.done
+	cancel, stopped := s.cancel, s.stopped
 	s.mu.Unlock()
 	if cancel == nil {
 		return nil
 	}
 	cancel()
-	<-done
+	<-stopped
 	return nil
 }
 
@@ -222,7 +233,7 @@ func (s *Server4) read(ctx context.Context) {
 			continue
 		}
 		b := append([]byte(nil), buf[:n]...)
-		q := s.queues[shard4(b)]
+		q := s.queues[shard4(b, len(s.queues))]
 		select {
 		case q <- b:
 		default:
@@ -232,14 +243,15 @@ func (s *Server4) read(ctx context.Context) {
 	}
 }
 
-// shard4 picks the worker of a packet from its client hardware address.
-func shard4(b []byte) int {
+// shard4 picks the worker, of n, of a packet from its client hardware
+// address.
+func shard4(b []byte, n int) int {
 	if len(b) < 34 {
 		return 0
 	}
 	f := fnv.New32a()
 	f.Write(b[28:34])
-	return int(f.Sum32() % workers4)
+	return int(f.Sum32() % uint32(n))
 }
 
 // serve handles one packet: decide, persist, then reply.
@@ -263,35 +275,87 @@ func (s *Server4) serve(ctx context.Context, b []byte) {
 			"ciaddr", req.ClientIPAddr, "requested", req.RequestedIPAddress(), "server", req.ServerIdentifier(),
 			"broadcast", req.IsBroadcast(), "hostname", req.HostName())
 	}
-	resp, commit, release, err := s.h.Handle(req, s.now())
-	if err != nil {
+	resp, commit, _, submitted, err := s.decideAndSubmit(req)
+	switch {
+	case err != nil:
 		s.log.Debug("DHCPv4 packet dropped", "mac", req.ClientHWAddr.String(), "err", err)
-		return
+	case !submitted:
+		s.answer(req, resp, commit)
+	}
+}
+
+// decideAndSubmit handles req and submits its store write, under s.decide
+// so that the store commits writes in decision order. When it submitted a
+// write, the answer goes out from the write's completion.
+func (s *Server4) decideAndSubmit(req *dhcpv4.DHCPv4) (resp *dhcpv4.DHCPv4, commit *leases.Lease, release *netip.Addr, submitted bool, err error) {
+	s.decide.Lock()
+	defer s.decide.Unlock()
+	resp, commit, release, err = s.h.Handle(req, s.now())
+	if err != nil || (commit == nil && release == nil) {
+		return resp, commit, release, false, err
+	}
+	var c leases.Changes
+	if commit != nil {
+		c.Put = []leases.Lease{*commit}
 	}
 	if release != nil {
-		defer s.h.Settle(*release)
+		c.Delete = []leases.Key{{Network: s.cfg.Network.Name, IP: *release}}
 	}
-	if commit != nil {
-		sctx, cancel := context.WithTimeout(ctx, storeTimeout4)
-		err := s.cfg.Store.Put(sctx, *commit)
-		cancel()
-		if err != nil {
-			s.h.stats.storeErrors.Add(1)
-			s.log.Error("DHCPv4 lease not stored: no ACK sent", "ip", commit.IP, "mac", commit.MAC.String(), "err", err)
+	s.inflight.Add(1)
+	s.cfg.Store.Apply(c, func(err error) {
+		if release != nil {
+			// Only now may the address go to someone else.
+			s.h.Settle(*release)
+		}
+		s.done4.push(completion4{req: req, resp: resp, commit: commit, release: release, err: err})
+		s.inflight.Done()
+	})
+	return resp, commit, release, true, nil
+}
+
+// completion4 is a request whose store write finished.
+type completion4 struct {
+	req, resp *dhcpv4.DHCPv4
+	commit    *leases.Lease
+	release   *netip.Addr
+	err       error
+}
+
+// reply answers the requests whose leases are durable (or reports why
+// not), in the order they were stored.
+func (s *Server4) reply() {
+	var batch []completion4
+	for {
+		batch = s.done4.take(batch)
+		if batch == nil {
 			return
 		}
-	}
-	if release != nil {
-		sctx, cancel := context.WithTimeout(ctx, storeTimeout4)
-		err := s.cfg.Store.Delete(sctx, s.cfg.Network.Name, *release)
-		cancel()
-		if err != nil {
-			s.h.stats.storeErrors.Add(1)
-			s.log.Error("DHCPv4 lease not deleted", "ip", *release, "err", err)
-		} else {
-			s.log.Info("DHCPv4 lease ended", "ip", *release, "mac", req.ClientHWAddr.String(), "why", req.MessageType().String())
+		for i := range batch {
+			s.complete(&batch[i])
 		}
+		clear(batch)
 	}
+}
+
+func (s *Server4) complete(c *completion4) {
+	req := c.req
+	if c.err != nil {
+		s.h.stats.storeErrors.Add(1)
+		if c.commit != nil {
+			s.log.Error("DHCPv4 lease not stored: no ACK sent", "ip", c.commit.IP, "mac", c.commit.MAC.String(), "err", c.err)
+		} else {
+			s.log.Error("DHCPv4 lease not deleted", "ip", *c.release, "err", c.err)
+		}
+		return
+	}
+	if c.release != nil {
+		s.log.Info("DHCPv4 lease ended", "ip", *c.release, "mac", req.ClientHWAddr.String(), "why", req.MessageType().String())
+	}
+	s.answer(req, c.resp, c.commit)
+}
+
+// answer sends resp, if any, and logs it.
+func (s *Server4) answer(req, resp *dhcpv4.DHCPv4, commit *leases.Lease) {
 	if resp == nil {
 		if req.MessageType() == dhcpv4.MessageTypeDiscover {
 			s.log.Info("DHCPv4 no address available", "mac", req.ClientHWAddr.String())
@@ -362,17 +426,20 @@ func (s *Server4) sweepLoop(ctx context.Context) {
 
 // sweep deletes the leases that ran out from the store, as dnsmasq does.
 func (s *Server4) sweep(ctx context.Context) {
+	s.decide.Lock()
+	defer s.decide.Unlock()
 	for _, a := range s.h.Expire(s.now()) {
-		sctx, cancel := context.WithTimeout(ctx, storeTimeout4)
-		err := s.cfg.Store.Delete(sctx, s.cfg.Network.Name, a)
-		cancel()
-		s.h.Settle(a)
-		if err != nil {
-			s.h.stats.storeErrors.Add(1)
-			s.log.Error("DHCPv4 expired lease not deleted", "ip", a, "err", err)
-			continue
-		}
-		s.log.Info("DHCPv4 lease expired", "ip", a)
+		s.inflight.Add(1)
+		s.cfg.Store.Apply(leases.Changes{Delete: []leases.Key{{Network: s.cfg.Network.Name, IP: a}}}, func(err error) {
+			defer s.inflight.Done()
+			s.h.Settle(a)
+			if err != nil {
+				s.h.stats.storeErrors.Add(1)
+				s.log.Error("DHCPv4 expired lease not deleted", "ip", a, "err", err)
+				return
+			}
+			s.log.Info("DHCPv4 lease expired", "ip", a)
+		})
 	}
 }
 

@@ -116,6 +116,25 @@ func newTestServer4(t *testing.T, xml string, store LeaseStore, now func() time.
 	return s, out
 }
 
+// serveSync serves b and, as these tests run no replier, sends the reply
+// of its store write itself.
+func (s *Server4) serveSync(ctx context.Context, b []byte) {
+	s.serve(ctx, b)
+	s.flush()
+}
+
+// flush waits for the store writes in flight and completes them.
+func (s *Server4) flush() {
+	s.inflight.Wait()
+	s.done4.mu.Lock()
+	q := s.done4.q
+	s.done4.q = nil
+	s.done4.mu.Unlock()
+	for i := range q {
+		s.complete(&q[i])
+	}
+}
+
 func (o *sent4) replies(t *testing.T) []*dhcpv4.DHCPv4 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -134,7 +153,7 @@ func TestServeAckAfterPut4(t *testing.T) {
 	store := newMemStore4()
 	s, out := newTestServer4(t, natNet4(defaultRange4), store, func() time.Time { return t04 })
 	ctx := context.Background()
-	s.serve(ctx, discover4(macA_4).ToBytes())
+	s.serveSync(ctx, discover4(macA_4).ToBytes())
 	offers := out.replies(t)
 	if len(offers) != 1 || typeOf4(offers[0]) != "OFFER" || store.puts != 0 {
 		t.Fatalf("offers %d, puts %d", len(offers), store.puts)
@@ -145,7 +164,7 @@ func TestServeAckAfterPut4(t *testing.T) {
 	store.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
-		s.serve(ctx, select4(macA_4, offers[0]).ToBytes())
+		s.serveSync(ctx, select4(macA_4, offers[0]).ToBytes())
 		close(done)
 	}()
 	time.Sleep(50 * time.Millisecond)
@@ -166,7 +185,7 @@ func TestServeAckAfterPut4(t *testing.T) {
 	store.mu.Lock()
 	store.putGate, store.putErr = nil, errStoreDown4
 	store.mu.Unlock()
-	s.serve(ctx, renew4(macA_4, l.IP.String(), false).ToBytes())
+	s.serveSync(ctx, renew4(macA_4, l.IP.String(), false).ToBytes())
 	if n := len(out.replies(t)); n != 2 {
 		t.Fatalf("ACK sent though the store failed")
 	}
@@ -177,12 +196,12 @@ func TestServeAckAfterPut4(t *testing.T) {
 	store.mu.Lock()
 	store.putErr = nil
 	store.mu.Unlock()
-	s.serve(ctx, release4(macA_4, l.IP.String()).ToBytes())
+	s.serveSync(ctx, release4(macA_4, l.IP.String()).ToBytes())
 	if _, ok := store.get("t4", l.IP); ok {
 		t.Fatal("released lease still stored")
 	}
 	// Garbage is counted.
-	s.serve(ctx, []byte("garbage"))
+	s.serveSync(ctx, []byte("garbage"))
 	if st := s.Stats(); st.Dropped != 1 || st.Release != 1 {
 		t.Errorf("stats %+v", st)
 	}
@@ -194,12 +213,13 @@ func TestServerLoadsAndSweeps4(t *testing.T) {
 		leases.Lease{Network: "other", Kind: leases.V4, IP: a, MAC: mac4(macB_4), Expiry: t04.Add(time.Minute)})
 	now := t04
 	s, out := newTestServer4(t, natNet4(defaultRange4), store, func() time.Time { return now })
-	s.serve(context.Background(), discover4(macA_4).ToBytes())
+	s.serveSync(context.Background(), discover4(macA_4).ToBytes())
 	if r := out.replies(t); len(r) != 1 || addr4(r[0].YourIPAddr) != a {
 		t.Fatalf("stored lease not honoured")
 	}
 	now = t04.Add(2 * time.Minute)
 	s.sweep(context.Background())
+	s.flush()
 	if _, ok := store.get("t4", a); ok {
 		t.Fatal("expired lease not swept from the store")
 	}

@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,17 +22,13 @@ import (
 const (
 	serverPort6 = 547
 	clientPort6 = 546
-	// workers6 bounds the messages handled at once (mostly waiting for
-	// the lease store's fsync, which the store shares among all waiting
-	// writers: many workers mean many leases per fsync); queue6 bounds those
-	// waiting for a worker. Beyond that, messages are dropped and counted:
-	// clients retransmit.
-	workers6 = 512
-	queue6   = 1024
+	// queue6 bounds the messages waiting for a worker; beyond that they
+	// are dropped and counted: clients retransmit. Workers never wait for
+	// the disk (replies go out from the store's completions), so one per
+	// CPU is enough.
+	queue6 = 1024
 	// sweepEvery6 is how often expired leases are removed.
 	sweepEvery6 = 30 * time.Second
-	// storeTimeout6 bounds one lease-store write.
-	storeTimeout6 = 10 * time.Second
 )
 
 // Config6 configures the DHCPv6 server of one network.
@@ -89,17 +85,21 @@ type Server6 struct {
 	log *slog.Logger
 	now func() time.Time
 
-	mu      sync.Mutex // guards h, network, started, closed; serialises Handle
+	// mu guards h, network, started, closed; it serialises Handle and the
+	// submission of its writes (decide).
+	mu      sync.Mutex
 	h       *Handler6
 	network *conf.Network
 	started bool
 	closed  bool
 
-	order order6 // per-address order of store writes
-	st    counters6
+	st counters6
+	// inflight counts store writes not yet completed; done holds their
+	// completions for the replier.
+	inflight sync.WaitGroup
+	done     completions[completion6]
 
 	conn    *net.UDPConn
-	ifindex int
 	queue   chan packet6
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -138,7 +138,6 @@ func New6(cfg Config6) (*Server6, error) {
 		log = slog.Default()
 	}
 	s.log = log.With("network", cfg.Network.Name, "bridge", cfg.Bridge, "server", "dhcpv6")
-	s.order.tail = map[netip.Addr]chan struct{}{}
 	return s, nil
 }
 
@@ -178,21 +177,30 @@ func (s *Server6) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dhcpv6: network %s: %w", s.network.Name, err)
 	}
-	s.h, s.conn, s.ifindex = h, conn, ifi.Index
+	s.h, s.conn = h, conn
 	s.queue = make(chan packet6, queue6)
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.started = true
-	s.wg.Add(3 + workers6)
+	s.done.wake = make(chan struct{}, 1)
+	var workers sync.WaitGroup
+	workers.Add(3 + runtime.GOMAXPROCS(0))
 	go func() {
-		defer s.wg.Done()
+		defer workers.Done()
 		<-ctx.Done()
 		conn.Close()
 	}()
-	go s.read(ctx)
-	go s.sweep(ctx)
-	for range workers6 {
-		go s.work(ctx)
+	go s.read(ctx, &workers)
+	go s.sweep(ctx, &workers)
+	for range runtime.GOMAXPROCS(0) {
+		go s.work(ctx, &workers)
 	}
+	s.wg.Go(func() {
+		workers.Wait()
+		// Every write is submitted; let the last completions out.
+		s.inflight.Wait()
+		s.done.close()
+	})
+	s.wg.Go(s.reply)
 	s.log.Info("DHCPv6 server started", "duid", FormatDUID6(duid), "leases", loaded)
 	return nil
 }
@@ -254,8 +262,8 @@ func (s *Server6) Stats() Stats6 {
 	return out
 }
 
-func (s *Server6) read(ctx context.Context) {
-	defer s.wg.Done()
+func (s *Server6) read(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
 	defer close(s.queue)
 	buf := make([]byte, 65536)
 	for {
@@ -282,8 +290,8 @@ func (s *Server6) read(ctx context.Context) {
 	}
 }
 
-func (s *Server6) work(ctx context.Context) {
-	defer s.wg.Done()
+func (s *Server6) work(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
 	for p := range s.queue {
 		if ctx.Err() != nil {
 			continue
@@ -313,51 +321,96 @@ func (s *Server6) serve(ctx context.Context, p packet6) {
 		return
 	}
 	s.countIn(msg.MessageType)
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return
-	}
-	name := s.h.c.network
-	resp, commits, releases, err := s.h.Handle(msg, p.peer, s.now())
-	// Store writes are queued per address in the order Handle decided
-	// them, so that a Release's Delete cannot land after the Put of the
-	// next client given the same address.
-	ticket := s.order.enter(commits, releases)
-	s.mu.Unlock()
-	defer ticket.done(&s.order)
+	c, err := s.decide(msg, p.peer)
 	switch {
 	case errors.Is(err, ErrMalformed6):
 		s.st.malformed.Add(1)
-		return
 	case err != nil:
 		s.st.ignored.Add(1)
-		return
+	case c != nil:
+		s.answer(c)
 	}
-	if !ticket.wait(ctx) {
-		return
+}
+
+// decide handles msg and submits its store writes, under s.mu so that the
+// store commits them in decision order (a Release's Delete never lands
+// after the next client's Put of the same address). It returns the answer
+// to send now when there is nothing to store; otherwise the answer goes
+// out from the write's completion.
+func (s *Server6) decide(msg *dhcpv6.Message, peer netip.Addr) (*completion6, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, storeTimeout6)
-	defer cancel()
+	resp, commits, releases, err := s.h.Handle(msg, peer, s.now())
+	if err != nil {
+		return nil, err
+	}
+	c := completion6{msg: msg, resp: resp, peer: peer, commits: commits, releases: releases}
+	if len(commits) == 0 && len(releases) == 0 {
+		return &c, nil
+	}
+	ch := leases.Changes{Put: commits}
 	for _, ip := range releases {
-		if err := s.cfg.Store.Delete(wctx, name, ip); err != nil {
-			s.st.storeErrors.Add(1)
-			s.log.Error("removing DHCPv6 lease failed", "ip", ip, "err", err)
-			continue
-		}
-		s.st.removals.Add(1)
-		s.log.Info("DHCPv6 lease removed", "ip", ip, "type", msg.MessageType.String())
+		ch.Delete = append(ch.Delete, leases.Key{Network: s.h.c.network, IP: ip})
 	}
-	for _, l := range commits {
-		if err := s.cfg.Store.Put(wctx, l); err != nil {
-			// Not durable, not acknowledged: the client retransmits.
-			s.st.storeErrors.Add(1)
-			s.log.Error("storing DHCPv6 lease failed, not replying", "ip", l.IP, "duid", l.DUID, "err", err)
+	s.inflight.Add(1)
+	s.cfg.Store.Apply(ch, func(err error) {
+		c.err = err
+		s.done.push(c)
+		s.inflight.Done()
+	})
+	return nil, nil
+}
+
+// completion6 is a message whose store writes finished.
+type completion6 struct {
+	msg      *dhcpv6.Message
+	resp     *dhcpv6.Message
+	peer     netip.Addr
+	commits  []leases.Lease
+	releases []netip.Addr
+	err      error
+}
+
+// reply answers the messages whose leases are durable (or reports why
+// not), in the order they were stored.
+func (s *Server6) reply() {
+	var batch []completion6
+	for {
+		batch = s.done.take(batch)
+		if batch == nil {
 			return
 		}
-		s.st.commits.Add(1)
-		s.log.Info("DHCPv6 lease", "ip", l.IP, "duid", l.DUID, "iaid", l.IAID, "hostname", l.Hostname, "expiry", l.Expiry, "type", msg.MessageType.String())
+		for i := range batch {
+			s.complete(&batch[i])
+		}
+		clear(batch)
 	}
+}
+
+func (s *Server6) complete(c *completion6) {
+	if c.err != nil {
+		// Not durable, not acknowledged: the client retransmits.
+		s.st.storeErrors.Add(1)
+		s.log.Error("storing DHCPv6 leases failed, not replying", "type", c.msg.MessageType.String(), "peer", c.peer, "err", c.err)
+		return
+	}
+	for _, ip := range c.releases {
+		s.st.removals.Add(1)
+		s.log.Info("DHCPv6 lease removed", "ip", ip, "type", c.msg.MessageType.String())
+	}
+	for _, l := range c.commits {
+		s.st.commits.Add(1)
+		s.log.Info("DHCPv6 lease", "ip", l.IP, "duid", l.DUID, "iaid", l.IAID, "hostname", l.Hostname, "expiry", l.Expiry, "type", c.msg.MessageType.String())
+	}
+	s.answer(c)
+}
+
+// answer sends the reply, if any.
+func (s *Server6) answer(c *completion6) {
+	resp := c.resp
 	if resp == nil {
 		return
 	}
@@ -369,11 +422,14 @@ func (s *Server6) serve(ctx context.Context, p packet6) {
 	if noAddrs6(resp) {
 		s.st.noAddrs.Add(1)
 	}
-	to := netip.AddrPortFrom(p.peer.WithZone(strconv.Itoa(s.ifindex)), clientPort6)
+	// The zone is the bridge's name, not its index: the net package
+	// resolves an unknown zone name by re-reading every interface from
+	// the kernel, which on a busy server cost a quarter of the CPU.
+	to := netip.AddrPortFrom(c.peer.WithZone(s.cfg.Bridge), clientPort6)
 	if _, err := s.conn.WriteToUDPAddrPort(resp.ToBytes(), to); err != nil {
-		if ctx.Err() == nil {
+		if !errors.Is(err, net.ErrClosed) {
 			s.st.sendErrors.Add(1)
-			s.log.Warn("DHCPv6 send failed", "peer", p.peer, "err", err)
+			s.log.Warn("DHCPv6 send failed", "peer", c.peer, "err", err)
 		}
 	}
 }
@@ -415,8 +471,8 @@ func noAddrs6(m *dhcpv6.Message) bool {
 }
 
 // sweep removes expired leases from the pool and the store.
-func (s *Server6) sweep(ctx context.Context) {
-	defer s.wg.Done()
+func (s *Server6) sweep(ctx context.Context, wg *sync.WaitGroup) {
+	defer wg.Done()
 	t := time.NewTicker(sweepEvery6)
 	defer t.Stop()
 	for {
@@ -427,90 +483,19 @@ func (s *Server6) sweep(ctx context.Context) {
 		}
 		s.mu.Lock()
 		name := s.h.c.network
-		gone := s.h.Sweep(s.now())
-		ticket := s.order.enter(nil, gone)
-		s.mu.Unlock()
-		if ticket.wait(ctx) {
-			for _, ip := range gone {
-				wctx, cancel := context.WithTimeout(ctx, storeTimeout6)
-				if err := s.cfg.Store.Delete(wctx, name, ip); err != nil {
+		for _, ip := range s.h.Sweep(s.now()) {
+			s.inflight.Add(1)
+			s.cfg.Store.Apply(leases.Changes{Delete: []leases.Key{{Network: name, IP: ip}}}, func(err error) {
+				defer s.inflight.Done()
+				if err != nil {
 					s.st.storeErrors.Add(1)
 					s.log.Error("removing expired DHCPv6 lease failed", "ip", ip, "err", err)
-				} else {
-					s.st.removals.Add(1)
-					s.log.Info("DHCPv6 lease expired", "ip", ip)
+					return
 				}
-				cancel()
-			}
+				s.st.removals.Add(1)
+				s.log.Info("DHCPv6 lease expired", "ip", ip)
+			})
 		}
-		ticket.done(&s.order)
-	}
-}
-
-// order6 orders the store writes of each address: a writer waits for the
-// writers of the same address that Handle served before it.
-type order6 struct {
-	mu   sync.Mutex
-	tail map[netip.Addr]chan struct{}
-}
-
-type ticket6 struct {
-	wait6 []chan struct{}
-	mine  map[netip.Addr]chan struct{}
-}
-
-// enter queues the writes of one answer. The caller holds the lock that
-// serialises Handle, so queue order is decision order.
-func (o *order6) enter(commits []leases.Lease, releases []netip.Addr) ticket6 {
-	var t ticket6
-	add := func(ip netip.Addr) {
-		if _, ok := t.mine[ip]; ok {
-			return
-		}
-		if t.mine == nil {
-			t.mine = map[netip.Addr]chan struct{}{}
-		}
-		ch := make(chan struct{})
-		t.mine[ip] = ch
-		if prev := o.tail[ip]; prev != nil {
-			t.wait6 = append(t.wait6, prev)
-		}
-		o.tail[ip] = ch
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for _, ip := range releases {
-		add(ip)
-	}
-	for _, l := range commits {
-		add(l.IP)
-	}
-	return t
-}
-
-// wait blocks until the earlier writers of the ticket's addresses are done.
-func (t ticket6) wait(ctx context.Context) bool {
-	for _, ch := range t.wait6 {
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return false
-		}
-	}
-	return true
-}
-
-// done lets the next writers go.
-func (t ticket6) done(o *order6) {
-	if len(t.mine) == 0 {
-		return
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for ip, ch := range t.mine {
-		if o.tail[ip] == ch {
-			delete(o.tail, ip)
-		}
-		close(ch)
+		s.mu.Unlock()
 	}
 }

@@ -495,17 +495,23 @@ exec dhcpcd -6 -B -d -f %[1]q -c %[2]q eth0`, cfg, script)
 	}
 }
 
-// gatedStore6 holds every Put until the gate opens.
+// gatedStore6 holds every write that stores a lease until the gate opens.
 type gatedStore6 struct {
 	LeaseStore
 	gate    chan struct{}
 	waiting atomic.Int32
 }
 
-func (g *gatedStore6) Put(ctx context.Context, l leases.Lease) error {
+func (g *gatedStore6) Apply(c leases.Changes, done func(error)) {
+	if len(c.Put) == 0 {
+		g.LeaseStore.Apply(c, done)
+		return
+	}
 	g.waiting.Add(1)
-	<-g.gate
-	return g.LeaseStore.Put(ctx, l)
+	go func() {
+		<-g.gate
+		g.LeaseStore.Apply(c, done)
+	}()
 }
 
 // TestServer6ReplyAfterDurable: while the lease store has not made a lease
@@ -626,17 +632,18 @@ func takePort6(dev string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), "taken547"), nil
 }
 
-// failingStore6 fails every Put while fail is set.
+// failingStore6 fails every write that stores a lease while fail is set.
 type failingStore6 struct {
 	LeaseStore
 	fail atomic.Bool
 }
 
-func (f *failingStore6) Put(ctx context.Context, l leases.Lease) error {
-	if f.fail.Load() {
-		return errors.New("disk on fire")
+func (f *failingStore6) Apply(c leases.Changes, done func(error)) {
+	if f.fail.Load() && len(c.Put) > 0 {
+		done(errors.New("disk on fire"))
+		return
 	}
-	return f.LeaseStore.Put(ctx, l)
+	f.LeaseStore.Apply(c, done)
 }
 
 // TestServer6Shell drives the socket shell with a Go client in the guest:

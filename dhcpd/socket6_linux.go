@@ -25,7 +25,9 @@ func listen6(ctx context.Context, bridge string, ifindex int) (*net.UDPConn, err
 			}
 			if err := unix.BindToDevice(int(fd), bridge); err != nil {
 				serr = fmt.Errorf("SO_BINDTODEVICE %s: %w", bridge, err)
+				return
 			}
+			growReceiveBuffer(int(fd))
 		})
 		if err != nil {
 			return err

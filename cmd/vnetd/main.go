@@ -10,12 +10,31 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/vnetd/vnetd/daemon"
 )
 
+// Garbage-collector defaults, used unless GOGC / GOMEMLIMIT are set. The
+// DHCP and DNS servers allocate per packet while the live heap stays small:
+// Go's default (collect at 2x the live heap) then runs the collector many
+// times a second under load, and its pauses turn into bursts of replies that
+// overflow clients' receive buffers (bench/RESULTS.md: DHCPv4 at 16000/s
+// dropped 15% with the default, 0.01% with these). The soft limit keeps a
+// large daemon (hundreds of networks) from growing to 5x its live heap.
+const (
+	gcPercent   = 400
+	memoryLimit = 192 << 20
+)
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	opt := daemon.Options{}
 	flag.StringVar(&opt.ConfigDir, "config-dir", "/etc/vnetd", "persistent network definitions")
 	flag.StringVar(&opt.StateDir, "state-dir", "/var/lib/vnetd", "live state (leases, ports, running networks)")
