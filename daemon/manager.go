@@ -159,7 +159,7 @@ func Open(cfg Config) (*Manager, error) {
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	for _, r := range m.active {
-		m.stopServices(r)
+		m.detachServices(r)
 	}
 	m.mu.Unlock()
 	m.cancel()
@@ -178,6 +178,18 @@ func (m *Manager) startServices(r *running) error {
 	}
 	r.service = svc
 	return nil
+}
+
+// detachServices stops a network's servers as vnetd exits; the network
+// stays up for the next vnetd.
+func (m *Manager) detachServices(r *running) {
+	if r.service == nil {
+		return
+	}
+	if err := r.service.Detach(); err != nil {
+		m.log.Warn("stopping servers", "network", r.net.Name, "err", err)
+	}
+	r.service = nil
 }
 
 func (m *Manager) stopServices(r *running) {

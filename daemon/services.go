@@ -13,12 +13,13 @@ import (
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/dhcpd"
 	"github.com/vnetd/vnetd/leases"
+	"github.com/vnetd/vnetd/radvd"
 	"github.com/vnetd/vnetd/tftpd"
 )
 
-// Services starts the servers a running network offers its guests (DHCP
-// now; DNS and router advertisements join here). An interface so the
-// orchestration is tested without sockets.
+// Services starts the servers a running network offers its guests: DHCP,
+// TFTP, DNS and router advertisements. An interface so the orchestration is
+// tested without sockets.
 type Services interface {
 	Start(ctx context.Context, n *conf.Network) (Service, error)
 }
@@ -27,7 +28,12 @@ type Services interface {
 type Service interface {
 	// Update applies a changed live definition without a restart.
 	Update(n *conf.Network) error
+	// Close stops the servers of a network that is stopping: the router
+	// advertiser withdraws the default route it gave guests.
 	Close() error
+	// Detach stops the servers of a network that stays up while vnetd
+	// exits: guests keep their routes until the next vnetd takes over.
+	Detach() error
 }
 
 // netServices runs vnetd's own servers.
@@ -114,7 +120,27 @@ func (s *netServices) Start(ctx context.Context, n *conf.Network) (Service, erro
 		}
 		svc.tftp = srv
 	}
+	if hasIPv6(n) {
+		srv, err := radvd.New(radvd.Config{Network: n, Bridge: n.Bridge.Name, Log: s.log})
+		if err == nil {
+			err = srv.Start(ctx)
+		}
+		if err != nil {
+			svc.Close()
+			return nil, fmt.Errorf("network %q: router advertisements: %w", n.Name, err)
+		}
+		svc.ra = srv
+	}
 	return svc, nil
+}
+
+func hasIPv6(n *conf.Network) bool {
+	for i := range n.IPs {
+		if n.IPs[i].Address.Is6() {
+			return true
+		}
+	}
+	return false
 }
 
 // netService is one network's servers.
@@ -122,6 +148,7 @@ type netService struct {
 	dhcp4 *dhcpd.Server4
 	dhcp6 *dhcpd.Server6
 	tftp  *tftpd.Server
+	ra    *radvd.Server
 }
 
 func (s *netService) Update(n *conf.Network) error {
@@ -132,11 +159,17 @@ func (s *netService) Update(n *conf.Network) error {
 	if s.dhcp6 != nil {
 		errs = append(errs, s.dhcp6.Update(n))
 	}
+	if s.ra != nil {
+		errs = append(errs, s.ra.Update(n))
+	}
 	return errors.Join(errs...)
 }
 
 func (s *netService) Close() error {
 	var errs []error
+	if s.ra != nil {
+		errs = append(errs, s.ra.Close())
+	}
 	if s.dhcp4 != nil {
 		errs = append(errs, s.dhcp4.Close())
 	}
@@ -147,4 +180,14 @@ func (s *netService) Close() error {
 		errs = append(errs, s.tftp.Close())
 	}
 	return errors.Join(errs...)
+}
+
+func (s *netService) Detach() error {
+	if s.ra != nil {
+		if err := s.ra.Detach(); err != nil {
+			return err
+		}
+		s.ra = nil
+	}
+	return s.Close()
 }

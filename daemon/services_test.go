@@ -24,9 +24,10 @@ type fakeServices struct {
 }
 
 type fakeService struct {
-	s       *fakeServices
-	name    string
-	updates int
+	s        *fakeServices
+	name     string
+	updates  int
+	detached bool
 }
 
 func (f *fakeServices) Start(_ context.Context, n *conf.Network) (Service, error) {
@@ -41,6 +42,11 @@ func (f *fakeServices) Start(_ context.Context, n *conf.Network) (Service, error
 }
 
 func (s *fakeService) Update(*conf.Network) error { s.updates++; return nil }
+
+func (s *fakeService) Detach() error {
+	s.detached = true
+	return s.Close()
+}
 
 func (s *fakeService) Close() error {
 	s.s.mu.Lock()
@@ -93,9 +99,13 @@ func TestServicesFollowTheNetwork(t *testing.T) {
 	if err != nil || svcs.running["default"].updates != 1 {
 		t.Fatalf("live update did not reach the servers: %v", err)
 	}
+	svc := svcs.running["default"]
 	e.m.Close()
 	if len(svcs.running) != 0 {
 		t.Fatal("servers left running after Close")
+	}
+	if !svc.detached {
+		t.Error("vnetd's exit closed the servers instead of detaching them (the RA would withdraw guests' routes)")
 	}
 	m, err := Open(Config{ConfigDir: filepath.Join(e.dir, "etc"), StateDir: filepath.Join(e.dir, "state"),
 		Host: e.host, Firewall: e.fw, Services: svcs, Leases: &fakeLeases{}})
@@ -106,8 +116,12 @@ func TestServicesFollowTheNetwork(t *testing.T) {
 	if svcs.running["default"] == nil {
 		t.Fatal("servers not restarted for an adopted network")
 	}
+	svc = svcs.running["default"]
 	if err := e.m.Destroy("default"); err != nil || len(svcs.running) != 0 {
 		t.Fatalf("destroy: %v, running %v", err, svcs.running)
+	}
+	if svc.detached {
+		t.Error("destroy detached the servers instead of closing them")
 	}
 }
 
