@@ -103,6 +103,17 @@ func (d *daemon) kill() {
 	d.log.Close()
 }
 
+// stop ends vnetd the polite way (SIGTERM) and waits for it.
+func (d *daemon) stop() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Wait()
+	d.cmd = nil
+	d.log.Close()
+}
+
 func (d *daemon) vnetctl(args ...string) (string, error) {
 	cmd := exec.Command(filepath.Join(bin, "vnetctl"), append([]string{"--socket", d.socket}, args...)...)
 	out, err := cmd.CombinedOutput()
