@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
@@ -16,9 +14,7 @@ import (
 
 	"github.com/vishvananda/netns"
 	"github.com/vnetd/vnetd/conf"
-	"github.com/vnetd/vnetd/dhcpd"
 	"github.com/vnetd/vnetd/internal/nettest"
-	"github.com/vnetd/vnetd/leases"
 )
 
 // lab is a "host" namespace whose bridge is served by a Server and a
@@ -349,45 +345,9 @@ func TestLabStateful(t *testing.T) {
 		t.Fatalf("the guest made an address from a non-autonomous prefix: %s", out)
 	}
 
-	if _, err := exec.LookPath("dhclient"); err != nil {
-		t.Skip("needs dhclient (isc-dhcp-client) for the DHCPv6 part")
-	}
-	store, err := leases.Open(filepath.Join(t.TempDir(), "leases.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	d6, err := dhcpd.New6(dhcpd.Config6{Network: l.net, Bridge: l.bridge, Store: store, Log: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := inNS(l.host, func() error { return d6.Start(context.Background()) }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d6.Close() })
-	dir := t.TempDir()
-	hook := filepath.Join(dir, "hook")
-	// The hook configures what dhclient got, as dhclient-script would,
-	// without touching the host's resolv.conf.
-	if err := os.WriteFile(hook, []byte(`#!/bin/sh
-case "$reason" in BOUND6|REBOOT6) ip -6 addr add "$new_ip6_address/$new_ip6_prefixlen" dev "$interface" nodad ;; esac
-`), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.guest, "dhclient", "-6", "-1", "-v",
-		"-sf", hook, "-lf", filepath.Join(dir, "leases"), "-pf", filepath.Join(dir, "pid"), "eth0").CombinedOutput()
-	if err != nil {
-		t.Fatalf("dhclient -6: %v\n%s", err, out)
-	}
-	lo, hi := netip.MustParseAddr(l.prefix+"100"), netip.MustParseAddr(l.prefix+"1ff")
-	addrs := l.guestAddrs()
-	if len(addrs) != 1 || addrs[0].Less(lo) || hi.Less(addrs[0]) {
-		t.Fatalf("guest addresses %v, want one DHCPv6 address in %s100-1ff", addrs, l.prefix)
-	}
-	t.Logf("dhclient -6 bound %s", addrs[0])
-	nettest.MustIn(t, l.guest, "ping", "-6", "-c", "1", "-W", "2", l.prefix+"1")
+	// dhclient -6 after this Managed RA, served by the daemon's DHCPv6
+	// server, is e2e.TestStatefulIPv6Network (radvd does not import the
+	// other servers, not even in tests).
 }
 
 // TestLabIsolated: router lifetime 0, so the guest makes its SLAAC address
