@@ -34,6 +34,9 @@ $GO build -o "$tmp/vnetctl" ./cmd/vnetctl
 
 step "namespaces: $HOST runs vnetd, $GUEST is a guest, $UP is the outside world"
 for ns in "$HOST" "$GUEST" "$UP"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+# The guest takes router advertisements like a VM would (a fresh namespace
+# already does; said here for the reader).
+ip netns exec "$GUEST" sysctl -qw net.ipv6.conf.default.accept_ra=1
 ip -n "$HOST" link add uplink type veth peer name eth0 netns "$UP"
 ip -n "$HOST" addr add 10.77.0.1/24 dev uplink && ip -n "$HOST" link set uplink up
 ip -n "$UP" addr add 10.77.0.2/24 dev eth0 && ip -n "$UP" link set eth0 up
@@ -47,9 +50,13 @@ for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
 [ -S "$sock" ] || { cat "$tmp/vnetd.log"; exit 1; }
 grep -m1 'vnetd ready' "$tmp/vnetd.log" || true
 
-step "libvirt's default network"
-cat testdata/networks/default.xml
-ctl net-define testdata/networks/default.xml
+step "libvirt's default network, plus an IPv6 subnet for router advertisements"
+# libvirt's default network is IPv4 only; one IPv6 <ip> without <dhcp>
+# makes vnetd advertise it for SLAAC.
+sed "s|</network>|  <ip family='ipv6' address='fd00:122::1' prefix='64'/>\n</network>|" \
+  testdata/networks/default.xml >"$tmp/default.xml"
+cat "$tmp/default.xml"
+ctl net-define "$tmp/default.xml"
 ctl net-autostart default
 ctl net-start default
 ctl net-list --all
@@ -86,6 +93,13 @@ echo "\$ ping the gateway from the guest"
 ip netns exec "$GUEST" ping -c 2 -W 2 192.168.122.1 | tail -2
 echo "\$ ping the upstream host through NAT from the guest"
 ip netns exec "$GUEST" ping -c 2 -W 2 10.77.0.2 | tail -2
+
+step "the guest hears vnetd's router advertisement and configures itself (SLAAC)"
+echo "\$ rdisc6 eth0   (in the guest)"
+ip netns exec "$GUEST" rdisc6 -1 -w 3000 eth0
+for _ in $(seq 50); do ip -n "$GUEST" -6 addr show dev eth0 scope global | grep -q fd00:122 && break; sleep 0.1; done
+ip -n "$GUEST" -6 -br addr show dev eth0
+ip -n "$GUEST" -6 route show default
 
 step "vnetd's nftables rules (one table pair per network)"
 ip netns exec "$HOST" nft list ruleset | head -40
