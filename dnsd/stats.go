@@ -1,0 +1,146 @@
+package dnsd
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Stats counts what a server did since New.
+type Stats struct {
+	// Queries counts the questions asked, by query type ("A", "AAAA",
+	// "PTR", ...; "other" for the rest). Malformed packets are not
+	// queries.
+	Queries map[string]uint64
+	// Responses counts the answers sent, by response code ("NOERROR",
+	// "NXDOMAIN", "REFUSED", ...).
+	Responses map[string]uint64
+	// CacheHits and CacheMisses count lookups of forwarded names in the
+	// cache; CacheEntries is its size now.
+	CacheHits    uint64
+	CacheMisses  uint64
+	CacheEntries int
+	// Forwarded counts questions sent upstream (identical concurrent
+	// questions share one); UpstreamErrors the upstream attempts that
+	// failed or timed out.
+	Forwarded      uint64
+	UpstreamErrors uint64
+	// Malformed counts packets dropped because they did not decode (or
+	// were not queries); Overflow the queries dropped because too many
+	// were already waiting for upstreams; Refused the queries from
+	// clients outside the network.
+	Malformed uint64
+	Overflow  uint64
+	Refused   uint64
+	// UpstreamLatency is the total time of the upstream exchanges that got
+	// an answer, UpstreamAnswers their number.
+	UpstreamLatency time.Duration
+	UpstreamAnswers uint64
+}
+
+// qtypeSlots are the query types counted on their own.
+var qtypeSlots = [...]uint16{dns.TypeA, dns.TypeAAAA, dns.TypePTR, dns.TypeTXT, dns.TypeSRV, dns.TypeMX,
+	dns.TypeNS, dns.TypeSOA, dns.TypeCNAME, dns.TypeHTTPS, dns.TypeSVCB, dns.TypeANY}
+
+const otherSlot = len(qtypeSlots)
+
+func qtypeSlot(t uint16) int {
+	switch t {
+	case dns.TypeA:
+		return 0
+	case dns.TypeAAAA:
+		return 1
+	}
+	for i, s := range qtypeSlots {
+		if s == t {
+			return i
+		}
+	}
+	return otherSlot
+}
+
+// counters are updated without locks. Each UDP reader has its own, so
+// that the hot path never shares a cache line with another core; the
+// server has one more for TCP and forwarding goroutines.
+type counters struct {
+	queries        [otherSlot + 1]atomic.Uint64
+	rcodes         [17]atomic.Uint64 // 16: extended codes
+	cacheHits      atomic.Uint64
+	cacheMisses    atomic.Uint64
+	forwarded      atomic.Uint64
+	upstreamErrors atomic.Uint64
+	malformed      atomic.Uint64
+	overflow       atomic.Uint64
+	refused        atomic.Uint64
+	panics         atomic.Uint64 // also counted as malformed; for the fuzzer
+	latencyNanos   atomic.Uint64
+	latencyCount   atomic.Uint64
+	_              [64]byte
+}
+
+func (c *counters) query(t uint16) { c.queries[qtypeSlot(t)].Add(1) }
+
+func (c *counters) rcode(r int) {
+	if r < 0 || r > 15 {
+		r = 16
+	}
+	c.rcodes[r].Add(1)
+}
+
+func (s *Stats) add(c *counters) {
+	for i := range c.queries {
+		if v := c.queries[i].Load(); v > 0 {
+			name := "other"
+			if i < otherSlot {
+				name = dns.TypeToString[qtypeSlots[i]]
+			}
+			s.Queries[name] += v
+		}
+	}
+	for i := range c.rcodes {
+		if v := c.rcodes[i].Load(); v > 0 {
+			name := "other"
+			if i < 16 {
+				name = dns.RcodeToString[i]
+			}
+			s.Responses[name] += v
+		}
+	}
+	s.CacheHits += c.cacheHits.Load()
+	s.CacheMisses += c.cacheMisses.Load()
+	s.Forwarded += c.forwarded.Load()
+	s.UpstreamErrors += c.upstreamErrors.Load()
+	s.Malformed += c.malformed.Load()
+	s.Overflow += c.overflow.Load()
+	s.Refused += c.refused.Load()
+	s.UpstreamLatency += time.Duration(c.latencyNanos.Load())
+	s.UpstreamAnswers += c.latencyCount.Load()
+}
+
+// logLimit lets one message of a kind through per interval; the others are
+// counted and reported with the next one. Per-packet problems must not let
+// a client fill the journal.
+type logLimit struct {
+	mu         sync.Mutex
+	next       time.Time
+	suppressed int
+}
+
+const logInterval = 10 * time.Second
+
+// allow reports whether to log now, and how many were suppressed since the
+// last one.
+func (l *logLimit) allow(now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Before(l.next) {
+		l.suppressed++
+		return false, 0
+	}
+	n := l.suppressed
+	l.suppressed = 0
+	l.next = now.Add(logInterval)
+	return true, n
+}
