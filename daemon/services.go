@@ -12,6 +12,7 @@ import (
 
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/dhcpd"
+	"github.com/vnetd/vnetd/dnsd"
 	"github.com/vnetd/vnetd/leases"
 	"github.com/vnetd/vnetd/radvd"
 	"github.com/vnetd/vnetd/tftpd"
@@ -120,6 +121,19 @@ func (s *netServices) Start(ctx context.Context, n *conf.Network) (Service, erro
 		}
 		svc.tftp = srv
 	}
+	if n.DNS.Enabled() && len(n.IPs) > 0 {
+		srv, err := dnsd.New(dnsd.Config{Network: n, Bridge: n.Bridge.Name, Leases: s.leases, Log: s.log})
+		if err == nil {
+			err = srv.Start(ctx)
+		}
+		if err != nil && !errors.Is(err, dnsd.ErrDisabled) {
+			svc.Close()
+			return nil, fmt.Errorf("network %q: dns: %w", n.Name, err)
+		}
+		if err == nil {
+			svc.dns = srv
+		}
+	}
 	if hasIPv6(n) {
 		srv, err := radvd.New(radvd.Config{Network: n, Bridge: n.Bridge.Name, Log: s.log})
 		if err == nil {
@@ -149,6 +163,7 @@ type netService struct {
 	dhcp6 *dhcpd.Server6
 	tftp  *tftpd.Server
 	ra    *radvd.Server
+	dns   *dnsd.Server
 }
 
 func (s *netService) Update(n *conf.Network) error {
@@ -161,6 +176,9 @@ func (s *netService) Update(n *conf.Network) error {
 	}
 	if s.ra != nil {
 		errs = append(errs, s.ra.Update(n))
+	}
+	if s.dns != nil {
+		errs = append(errs, s.dns.Update(n))
 	}
 	return errors.Join(errs...)
 }
@@ -178,6 +196,9 @@ func (s *netService) Close() error {
 	}
 	if s.tftp != nil {
 		errs = append(errs, s.tftp.Close())
+	}
+	if s.dns != nil {
+		errs = append(errs, s.dns.Close())
 	}
 	return errors.Join(errs...)
 }

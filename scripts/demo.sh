@@ -101,6 +101,13 @@ for _ in $(seq 50); do ip -n "$GUEST" -6 addr show dev eth0 scope global | grep 
 ip -n "$GUEST" -6 -br addr show dev eth0
 ip -n "$GUEST" -6 route show default
 
+step "vnetd's DNS server answers the guest"
+ctl net-update default add-last dns-host "<host ip='192.168.122.10'><hostname>web</hostname></host>" --live
+echo "\$ dig @192.168.122.1 web   (in the guest)"
+ip netns exec "$GUEST" dig +norecurse +time=2 +tries=2 @192.168.122.1 web | grep -E '^web|status:'
+echo "\$ dig @192.168.122.1 -x 192.168.122.10   (in the guest)"
+ip netns exec "$GUEST" dig +short +time=2 +tries=2 @192.168.122.1 -x 192.168.122.10
+
 step "vnetd's nftables rules (one table pair per network)"
 ip netns exec "$HOST" nft list ruleset | head -40
 
