@@ -39,13 +39,12 @@ func (c *completions[T]) take(buf []T) []T {
 		buf, c.q = c.q, buf[:0]
 		closed := c.closed
 		c.mu.Unlock()
-		if len(buf) > 0 || closed {
-			if len(buf) == 0 {
-				return nil
-			}
+		switch {
+		case len(buf) > 0:
 			return buf
+		case closed:
+			return nil
 		}
 		<-c.wake
 	}
 }
-

@@ -275,7 +275,7 @@ func (s *Server4) serve(ctx context.Context, b []byte) {
 			"ciaddr", req.ClientIPAddr, "requested", req.RequestedIPAddress(), "server", req.ServerIdentifier(),
 			"broadcast", req.IsBroadcast(), "hostname", req.HostName())
 	}
-	resp, commit, _, submitted, err := s.decideAndSubmit(req)
+	resp, commit, submitted, err := s.decideAndSubmit(req)
 	switch {
 	case err != nil:
 		s.log.Debug("DHCPv4 packet dropped", "mac", req.ClientHWAddr.String(), "err", err)
@@ -287,12 +287,12 @@ func (s *Server4) serve(ctx context.Context, b []byte) {
 // decideAndSubmit handles req and submits its store write, under s.decide
 // so that the store commits writes in decision order. When it submitted a
 // write, the answer goes out from the write's completion.
-func (s *Server4) decideAndSubmit(req *dhcpv4.DHCPv4) (resp *dhcpv4.DHCPv4, commit *leases.Lease, release *netip.Addr, submitted bool, err error) {
+func (s *Server4) decideAndSubmit(req *dhcpv4.DHCPv4) (resp *dhcpv4.DHCPv4, commit *leases.Lease, submitted bool, err error) {
 	s.decide.Lock()
 	defer s.decide.Unlock()
-	resp, commit, release, err = s.h.Handle(req, s.now())
+	resp, commit, release, err := s.h.Handle(req, s.now())
 	if err != nil || (commit == nil && release == nil) {
-		return resp, commit, release, false, err
+		return resp, commit, false, err
 	}
 	var c leases.Changes
 	if commit != nil {
@@ -310,7 +310,7 @@ func (s *Server4) decideAndSubmit(req *dhcpv4.DHCPv4) (resp *dhcpv4.DHCPv4, comm
 		s.done4.push(completion4{req: req, resp: resp, commit: commit, release: release, err: err})
 		s.inflight.Done()
 	})
-	return resp, commit, release, true, nil
+	return resp, commit, true, nil
 }
 
 // completion4 is a request whose store write finished.

@@ -99,10 +99,10 @@ type Server6 struct {
 	inflight sync.WaitGroup
 	done     completions[completion6]
 
-	conn    *net.UDPConn
-	queue   chan packet6
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	conn   *net.UDPConn
+	queue  chan packet6
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 type packet6 struct {
