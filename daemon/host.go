@@ -12,6 +12,7 @@ import (
 	"github.com/vnetd/vnetd/dataplane"
 	"github.com/vnetd/vnetd/dataplane/firewall"
 	"github.com/vnetd/vnetd/dataplane/ovs"
+	"github.com/vnetd/vnetd/shaping"
 )
 
 // NewHost opens the link layer and the firewall of the network namespace
@@ -117,4 +118,24 @@ func (l *lazyOVS) DelPort(ctx context.Context, bridge, name string) error {
 		return err
 	}
 	return nil
+}
+
+// openShaper opens tc for the namespace vnetd runs in and removes the IFBs a
+// previous vnetd left behind for devices that are gone. Without tc vnetd
+// still runs; networks and ports that ask for bandwidth are then refused.
+func openShaper(ctx context.Context, log *slog.Logger) (Shaper, func()) {
+	s, err := shaping.New(-1, log)
+	if err != nil {
+		log.Warn("traffic shaping unavailable: networks and ports with <bandwidth> will be refused", "err", err)
+		return nil, func() {}
+	}
+	if _, err := s.Probe(ctx); err != nil {
+		log.Warn("traffic shaping unavailable: networks and ports with <bandwidth> will be refused", "err", err)
+		s.Close()
+		return nil, func() {}
+	}
+	if err := s.Sweep(ctx); err != nil {
+		log.Warn("removing stale IFB devices", "err", err)
+	}
+	return s, func() { s.Close() }
 }

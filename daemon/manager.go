@@ -20,6 +20,7 @@ import (
 	"github.com/vnetd/vnetd/dataplane"
 	"github.com/vnetd/vnetd/dataplane/ovs"
 	"github.com/vnetd/vnetd/leases"
+	"github.com/vnetd/vnetd/shaping"
 )
 
 // Host is the link layer of the namespace vnetd manages: bridges, addresses,
@@ -69,6 +70,9 @@ type Config struct {
 	Services Services
 	// Leases is the lease store the servers write; nil: no leases.
 	Leases LeaseStore
+	// Shaper applies <bandwidth> with tc; nil: networks and ports with
+	// bandwidth are refused (they must not run unshaped).
+	Shaper Shaper
 }
 
 // LeaseStore is what the daemon reads and cleans of the DHCP leases.
@@ -115,6 +119,8 @@ type running struct {
 	started   time.Time
 	ports     map[uuid.UUID]*livePort
 	service   Service // the network's servers; nil when none run
+	// classIDs are the tc class ids of the ports' floors on the bridge.
+	classIDs shaping.ClassIDs
 }
 
 // Open loads the definitions and adopts the networks a previous vnetd left
@@ -255,6 +261,7 @@ func (m *Manager) teardown(n *conf.Network) {
 	if !n.Forward.Mode.Managed() {
 		return
 	}
+	m.unshapeNetwork(n)
 	if err := m.cfg.Firewall.Remove(n); err != nil {
 		m.log.Warn("removing firewall rules", "network", n.Name, "err", err)
 	}
@@ -543,6 +550,10 @@ func (m *Manager) startOnHost(n *conf.Network) (int, error) {
 		m.teardown(n)
 		return 0, err
 	}
+	if err := m.shapeNetwork(n, 0); err != nil {
+		m.teardown(n)
+		return 0, err
+	}
 	return ifindex, nil
 }
 
@@ -572,6 +583,11 @@ func (m *Manager) Destroy(id string) error {
 	var errs []error
 	// Ports go with their network: devices vnetd made are removed.
 	for id, lp := range r.ports {
+		// The bridge's floor classes go with the bridge; a device's rates
+		// and IFB are taken off whether or not the device stays.
+		if dev, _ := shapedDevice(lp); dev != "" && m.cfg.Shaper != nil {
+			m.clearPortDevice(n, id, dev)
+		}
 		if err := m.unplug(n, lp); err != nil {
 			errs = append(errs, err)
 			continue
@@ -625,6 +641,7 @@ func (m *Manager) reap(n *conf.Network) {
 	go func() {
 		defer m.reapers.Done()
 		began := time.Now()
+		m.unshapeNetwork(n)
 		if err := m.cfg.Firewall.Remove(n); err != nil {
 			m.log.Error("removing the rules of a destroyed network", "network", n.Name, "err", err)
 		}

@@ -138,8 +138,13 @@ func (m *Manager) CreatePort(netID string, xml []byte, opt PortOptions) (*conf.P
 	if err := m.plug(next, lp, opt); err != nil {
 		return nil, fail(api.CodeOperationFailed, n.Name, fmt.Errorf("network %q: port %s: %w", n.Name, port.UUID, err))
 	}
+	if err := m.shapePort(r, next, lp); err != nil {
+		m.unplug(next, lp)
+		return nil, fail(api.CodeOperationFailed, n.Name, err)
+	}
 	rec := &portRecord{Network: n.Name, UUID: port.UUID.String(), XML: string(port.Format()), Device: lp.device, Created: lp.created}
 	if err := m.state.putPort(rec); err != nil {
+		m.unshapePort(r, next, lp)
 		m.unplug(next, lp)
 		return nil, fail(api.CodeOperationFailed, n.Name, err)
 	}
@@ -150,6 +155,7 @@ func (m *Manager) CreatePort(netID string, xml []byte, opt PortOptions) (*conf.P
 		r.net = old
 		delete(r.ports, port.UUID)
 		m.state.deletePort(n.Name, port.UUID)
+		m.unshapePort(r, next, lp)
 		m.unplug(next, lp)
 		return nil, err
 	}
@@ -375,6 +381,9 @@ func (m *Manager) DeletePort(netID, portID string) error {
 	if err != nil {
 		return fail(api.CodeOperationFailed, name, err)
 	}
+	// As in libvirt, a floor or rate that cannot be removed does not keep
+	// the port (unshapePort logs it).
+	m.unshapePort(r, r.net, lp)
 	if err := m.unplug(r.net, lp); err != nil {
 		return fail(api.CodeOperationFailed, name, err)
 	}
@@ -436,9 +445,9 @@ func (m *Manager) PortXML(netID, portID string) ([]byte, error) {
 	return lp.port.Format(), nil
 }
 
-// SetPortBandwidth changes a port's rates. The floor is admitted against the
-// network like at creation; applying the rates to the device is the shaping
-// layer's job.
+// SetPortBandwidth changes a port's rates live, without replugging it: the
+// floor is admitted against the network like at creation, then the device's
+// rates and the floor class change in place.
 func (m *Manager) SetPortBandwidth(netID, portID string, bw *conf.Bandwidth) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -462,11 +471,18 @@ func (m *Manager) SetPortBandwidth(netID, portID string, bw *conf.Bandwidth) err
 	if err := ports.CheckFloor(r.net, &p, floorSum(r, p.UUID)); err != nil {
 		return fail(api.CodeConflict, name, err)
 	}
+	if err := m.reshapePort(r, lp, &p); err != nil {
+		m.restoreShaping(r, lp, lp.port)
+		return fail(api.CodeOperationFailed, name, err)
+	}
 	rec := &portRecord{Network: name, UUID: p.UUID.String(), XML: string(p.Format()), Device: lp.device, Created: lp.created}
 	if err := m.state.putPort(rec); err != nil {
+		// The record keeps the old rates (and class id): put them back.
+		m.restoreShaping(r, &livePort{port: &p, device: lp.device, created: lp.created}, lp.port)
 		return fail(api.CodeOperationFailed, name, err)
 	}
 	lp.port = &p
+	m.log.Info("port bandwidth changed", "network", name, "port", p.UUID)
 	return nil
 }
 
@@ -506,6 +522,7 @@ func (m *Manager) reclaimPorts() error {
 		}
 	}
 	for _, r := range m.active {
+		m.reshapeAdopted(r)
 		if err := m.saveRunning(r); err != nil {
 			errs = append(errs, err)
 		}

@@ -54,6 +54,9 @@ func Run(ctx context.Context, opt Options, host Host, fw Firewall) error {
 	if opt.OVSDBSocket != "" {
 		cfg.OVS = &lazyOVS{socket: opt.OVSDBSocket}
 	}
+	shaper, closeShaper := openShaper(ctx, log)
+	defer closeShaper()
+	cfg.Shaper = shaper
 	m, err := Open(cfg)
 	if err != nil {
 		return err
