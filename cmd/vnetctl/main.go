@@ -18,13 +18,9 @@ type command struct {
 	run   func(args []string, stdout, stderr io.Writer) int
 }
 
-var commands = map[string]command{
-	"net-validate": {
-		usage: "net-validate FILE...",
-		help:  "parse and validate network XML files without a daemon",
-		run:   netValidate,
-	},
-}
+// commands is filled by each verb file's init: verbs print their help from
+// it, which a composite literal here could not refer to.
+var commands = map[string]command{}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -52,7 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		globalSocket = value
 	}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout)
 		return 0
 	}
@@ -62,7 +58,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
-	return cmd.run(args[1:], stdout, stderr)
+	helpShown = false
+	status := cmd.run(args[1:], stdout, stderr)
+	if helpShown {
+		return 0
+	}
+	return status
 }
 
 func usage(w io.Writer) {
@@ -73,10 +74,14 @@ func usage(w io.Writer) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	width := 0
 	for _, name := range names {
-		c := commands[name]
-		fmt.Fprintf(w, "  %-28s %s\n", c.usage, c.help)
+		width = max(width, len(name))
 	}
+	for _, name := range names {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, name, commands[name].help)
+	}
+	fmt.Fprintln(w, "\n`vnetctl help COMMAND` or `vnetctl COMMAND --help` shows a command's arguments and options.")
 }
 
 // indent prefixes every line of a multi-line message.

@@ -22,7 +22,7 @@ func init() {
 		"net-start":     {"net-start NAME", "start a defined network", simpleVerb("net-start", "Network %s started", (*client.Client).Start)},
 		"net-destroy":   {"net-destroy NAME", "stop a running network", simpleVerb("net-destroy", "Network %s destroyed", (*client.Client).Destroy)},
 		"net-autostart": {"net-autostart NAME [--disable]", "start the network with vnetd (or not)", netAutostart},
-		"net-list":      {"net-list [--all] [--json]", "list networks", netList},
+		"net-list":      {"net-list [--all] [--name] [--json]", "list networks", netList},
 		"net-info":      {"net-info NAME [--json]", "show a network", netInfo},
 		"net-dumpxml":   {"net-dumpxml NAME [--inactive]", "print a network's XML", netDumpXML},
 		"net-uuid":      {"net-uuid NAME", "print a network's UUID", netField("net-uuid", func(i api.NetworkInfo) string { return i.UUID })},
@@ -44,6 +44,9 @@ type session struct {
 func newSession(name string, stdout, stderr io.Writer) *session {
 	s := &session{fs: flag.NewFlagSet(name, flag.ContinueOnError), stdout: stdout, stderr: stderr}
 	s.fs.SetOutput(stderr)
+	// parseN prints the help or a short usage itself: flag's default usage
+	// would go to stderr, also for --help.
+	s.fs.Usage = func() {}
 	def := globalSocket
 	if def == "" {
 		def = os.Getenv("VNETD_SOCKET")
@@ -58,9 +61,21 @@ func newSession(name string, stdout, stderr io.Writer) *session {
 // parse accepts flags before, between and after the positional arguments,
 // as virsh does, and checks their number.
 func (s *session) parse(args []string, positional int) ([]string, bool) {
+	return s.parseN(args, positional, positional)
+}
+
+// parseN is parse for a verb taking min to max positional arguments. On
+// --help it prints the verb's help and returns false; run then exits 0.
+func (s *session) parseN(args []string, min, max int) ([]string, bool) {
 	var pos []string
 	for {
 		if err := s.fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				verbHelp(s.stdout, s.fs.Name(), s.fs)
+				helpShown = true
+			} else {
+				shortUsage(s.stderr, s.fs.Name())
+			}
 			return nil, false
 		}
 		args = s.fs.Args()
@@ -70,8 +85,13 @@ func (s *session) parse(args []string, positional int) ([]string, bool) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
-	if len(pos) != positional {
-		fmt.Fprintf(s.stderr, "error: %s takes %d argument(s), got %d\n", s.fs.Name(), positional, len(pos))
+	if len(pos) < min || len(pos) > max {
+		want := fmt.Sprint(min)
+		if max > min {
+			want = fmt.Sprintf("%d to %d", min, max)
+		}
+		fmt.Fprintf(s.stderr, "error: %s takes %s argument(s), got %d\n", s.fs.Name(), want, len(pos))
+		shortUsage(s.stderr, s.fs.Name())
 		return nil, false
 	}
 	return pos, true
@@ -168,6 +188,7 @@ func netList(args []string, stdout, stderr io.Writer) int {
 	s := newSession("net-list", stdout, stderr)
 	all := s.fs.Bool("all", false, "list inactive networks too")
 	asJSON := s.fs.Bool("json", false, "print JSON")
+	namesOnly := s.fs.Bool("name", false, "print only the names, one per line (as virsh net-list --name)")
 	if _, ok := s.parse(args, 0); !ok {
 		return 2
 	}
@@ -177,6 +198,12 @@ func netList(args []string, stdout, stderr io.Writer) int {
 	}
 	if *asJSON {
 		return printJSON(stdout, list)
+	}
+	if *namesOnly {
+		for _, n := range list {
+			fmt.Fprintln(stdout, n.Name)
+		}
+		return 0
 	}
 	rows := [][]string{{"Name", "State", "Autostart", "Persistent"}}
 	for _, n := range list {

@@ -8,9 +8,17 @@ import (
 	"github.com/vnetd/vnetd/conf"
 )
 
+func init() {
+	commands["net-validate"] = command{"net-validate FILE...", "parse and validate network XML files without a daemon", netValidate}
+}
+
 // netValidate parses and validates each file: exit 0 when all are valid,
 // 1 with every problem of every file printed otherwise.
 func netValidate(args []string, stdout, stderr io.Writer) int {
+	if isHelp(args) {
+		verbHelp(stdout, "net-validate", nil)
+		return 0
+	}
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "usage: vnetctl net-validate FILE...")
 		return 2
