@@ -14,6 +14,7 @@ wanted=(
   "ndisc6:rdisc6"
   "bind9-dnsutils:dig"
   "iperf3:iperf3"
+  "kea-admin:perfdhcp"   # DHCP load for the crash-durability test (no Kea service)
   "openvswitch-switch:ovsdb-server"   # OVSDB tests run their own ovsdb-server
   "gcc:gcc"         # go test -race needs cgo
   "libc6-dev:"      # ditto (crt files, headers)
