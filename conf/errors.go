@@ -41,6 +41,11 @@ type problems struct {
 	list []error
 }
 
+// maxProblems bounds the problems an error lists: a generated or hostile
+// definition can have tens of thousands (megabytes of message), and the
+// first screenful says what is wrong.
+const maxProblems = 50
+
 func (p *problems) add(path, format string, args ...any) {
 	p.list = append(p.list, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
@@ -49,4 +54,10 @@ func (p *problems) addLine(path string, line int, format string, args ...any) {
 	p.list = append(p.list, &FieldError{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
 }
 
-func (p *problems) err() error { return errors.Join(p.list...) }
+func (p *problems) err() error {
+	if len(p.list) <= maxProblems {
+		return errors.Join(p.list...)
+	}
+	shown := append(p.list[:maxProblems:maxProblems], fmt.Errorf("and %d more problems", len(p.list)-maxProblems))
+	return errors.Join(shown...)
+}

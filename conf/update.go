@@ -167,9 +167,12 @@ func (u *updater) problems(list []error) error {
 	if len(list) == 0 {
 		return nil
 	}
-	out := make([]error, len(list))
-	for i, e := range list {
-		out[i] = fmt.Errorf("network %q: %s: %w", u.name, u.section, e)
+	var out []error
+	for _, e := range list[:min(len(list), maxProblems)] {
+		out = append(out, fmt.Errorf("network %q: %s: %w", u.name, u.section, e))
+	}
+	if len(list) > maxProblems {
+		out = append(out, fmt.Errorf("network %q: %s: and %d more problems", u.name, u.section, len(list)-maxProblems))
 	}
 	return errors.Join(out...)
 }

@@ -80,6 +80,9 @@ func readTree(data []byte, root string) (*node, error) {
 	if len(data) > MaxInputSize {
 		return nil, fmt.Errorf("input is %d bytes, more than the %d accepted", len(data), MaxInputSize)
 	}
+	// A UTF-8 byte order mark, as some editors write, is not text outside
+	// the root element (libxml2 skips it too).
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	d := xml.NewDecoder(bytes.NewReader(data))
 	d.Strict = true
 	var (
