@@ -124,6 +124,7 @@ type pending struct {
 	puts     []putRecord
 	dels     [][]byte
 	networks []string
+	changes  Changes // as submitted, for the watchers' filters
 	done     func(error)
 }
 
@@ -132,7 +133,8 @@ type putRecord struct {
 }
 
 type watcher struct {
-	ch chan struct{}
+	ch       chan struct{}
+	relevant func(Changes) bool // nil: every change
 }
 
 // Open opens (creating if needed) the lease database at path. The parent
@@ -336,7 +338,7 @@ func (s *Store) Apply(c Changes, done func(error)) {
 		done(err)
 		return
 	}
-	p.done = done
+	p.done, p.changes = done, c
 	s.qmu.Lock()
 	if s.qclosed {
 		s.qmu.Unlock()
@@ -439,14 +441,14 @@ func (s *Store) commit(batch []pending) {
 	if err != nil {
 		err = fmt.Errorf("writing leases: %w", err)
 	} else {
-		changed := map[string]bool{}
+		changed := map[string][]*Changes{}
 		for i := range batch {
 			for _, n := range batch[i].networks {
-				if !changed[n] {
-					changed[n] = true
-					s.notify(n)
-				}
+				changed[n] = append(changed[n], &batch[i].changes)
 			}
+		}
+		for n, cs := range changed {
+			s.notifyChanges(n, cs)
 		}
 	}
 	for i := range batch {
@@ -596,7 +598,18 @@ func (s *Store) Networks() ([]string, error) {
 // most one pending value, and a slow reader only learns that something
 // changed. Close closes every watch channel.
 func (s *Store) Watch(network string) (<-chan struct{}, func()) {
-	w := &watcher{ch: make(chan struct{}, 1)}
+	return s.WatchRelevant(network, nil)
+}
+
+// WatchRelevant is Watch for the changes relevant reports true for (nil:
+// all). A reader that only cares about some leases (the DNS server: the
+// ones with hostnames) is then not woken for every commit of a busy DHCP
+// server, which made it re-read tens of thousands of leases hundreds of
+// times a second. relevant runs on the committer goroutine: it must be
+// quick and must not call the Store. Sweeps and DeleteNetwork notify every
+// watcher.
+func (s *Store) WatchRelevant(network string, relevant func(Changes) bool) (<-chan struct{}, func()) {
+	w := &watcher{ch: make(chan struct{}, 1), relevant: relevant}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -623,6 +636,20 @@ func (s *Store) Watch(network string) (<-chan struct{}, func()) {
 		close(w.ch)
 	}
 	return w.ch, cancel
+}
+
+func (s *Store) notifyChanges(network string, cs []*Changes) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for w := range s.watchers[network] {
+		if w.relevant != nil && !slices.ContainsFunc(cs, func(c *Changes) bool { return w.relevant(*c) }) {
+			continue
+		}
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (s *Store) notify(network string) {

@@ -608,3 +608,46 @@ func TestCloseCommitsQueuedAndRefusesLater(t *testing.T) {
 		t.Errorf("%d leases after reopen, want %d", len(ls), n)
 	}
 }
+
+func TestWatchRelevantFiltersCommits(t *testing.T) {
+	s, _ := openTest(t)
+	named := func(c Changes) bool {
+		for _, l := range c.Put {
+			if l.Hostname != "" {
+				return true
+			}
+		}
+		return false
+	}
+	ch, cancel := s.WatchRelevant("default", named)
+	defer cancel()
+	all, cancelAll := s.Watch("default")
+	defer cancelAll()
+	got := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+	}
+	ls := sampleLeases(t)
+	if err := s.Put(context.Background(), ls[1]); err != nil { // no hostname
+		t.Fatal(err)
+	}
+	if got(ch) || !got(all) {
+		t.Fatal("an irrelevant commit woke the filtered watcher, or the plain one slept")
+	}
+	if err := s.Put(context.Background(), ls[0]); err != nil { // hostname "ubuntu"
+		t.Fatal(err)
+	}
+	if !got(ch) {
+		t.Fatal("a relevant commit did not wake the filtered watcher")
+	}
+	if _, err := s.Sweep(time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)); err != nil {
+		t.Fatal(err)
+	}
+	if !got(ch) {
+		t.Fatal("a sweep must wake every watcher")
+	}
+}
