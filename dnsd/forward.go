@@ -138,8 +138,7 @@ func (f *forwarder) exchange(ctx context.Context, q *dns.Msg, servers []netip.Ad
 			errs = append(errs, fmt.Errorf("upstream %s: %w", srv, err))
 			continue
 		}
-		st.latencyNanos.Add(uint64(time.Since(start)))
-		st.latencyCount.Add(1)
+		st.upstreamAnswer(time.Since(start))
 		if m.Rcode == dns.RcodeServerFailure || m.Rcode == dns.RcodeRefused {
 			last = m
 			errs = append(errs, fmt.Errorf("upstream %s: %s", srv, dns.RcodeToString[m.Rcode]))

@@ -232,6 +232,13 @@ func TestCacheTTLs(t *testing.T) {
 	if st.UpstreamAnswers != 6 || st.UpstreamLatency <= 0 {
 		t.Errorf("upstream latency: %v over %d", st.UpstreamLatency, st.UpstreamAnswers)
 	}
+	var bucketed uint64
+	for _, n := range st.UpstreamLatencyBuckets {
+		bucketed += n
+	}
+	if bucketed != st.UpstreamAnswers {
+		t.Errorf("latency buckets %v hold %d answers, want %d", st.UpstreamLatencyBuckets, bucketed, st.UpstreamAnswers)
+	}
 }
 
 func TestCacheIsBounded(t *testing.T) {

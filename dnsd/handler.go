@@ -128,7 +128,8 @@ func (h *handler) plan(z *zone, r *dns.Msg, src netip.Addr, st *counters) (*dns.
 	if r.Opcode != dns.OpcodeQuery {
 		return reply(dns.RcodeNotImplemented), nil
 	}
-	if len(r.Question) != 1 {
+	if len(r.Question) != 1 || optCount(r) > 1 {
+		// More than one OPT record is a format error (RFC 6891 §6.1.1).
 		return reply(dns.RcodeFormatError), nil
 	}
 	if opt := r.IsEdns0(); opt != nil && opt.Version() != 0 {
@@ -218,6 +219,17 @@ func reply(rcode int) *dns.Msg {
 	return m
 }
 
+// optCount is the number of OPT records of r.
+func optCount(r *dns.Msg) int {
+	n := 0
+	for _, rr := range r.Extra {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			n++
+		}
+	}
+	return n
+}
+
 // finish makes m the answer to r: r's ID, flags and question, this
 // server's OPT record when r had one, and truncated to what a UDP client
 // accepts.
@@ -241,12 +253,16 @@ func finish(r, m *dns.Msg, udp bool) *dns.Msg {
 	size := dns.MinMsgSize
 	if opt := r.IsEdns0(); opt != nil {
 		m.SetEdns0(ednsSize, opt.Do())
-		size = max(size, int(opt.UDPSize()))
+		size = max(size, min(int(opt.UDPSize()), ednsSize))
 	} else if m.Rcode > 0xf {
 		m.Rcode = dns.RcodeServerFailure // an extended code needs OPT
 	}
 	if udp {
 		m.Truncate(size)
+	} else {
+		// A TCP message has a 16-bit length: thousands of guests naming
+		// themselves alike must still get an answer, if a truncated one.
+		m.Truncate(dns.MaxMsgSize)
 	}
 	return m
 }

@@ -123,7 +123,7 @@ func (f *fakeLeases) List(network string) ([]leases.Lease, error) {
 	return out, nil
 }
 
-func (f *fakeLeases) Watch(string) (<-chan struct{}, func()) {
+func (f *fakeLeases) WatchRelevant(string, func(leases.Changes) bool) (<-chan struct{}, func()) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ch := make(chan struct{}, 1)
@@ -363,4 +363,27 @@ func rrLines(rrs []dns.RR) []string {
 		out = append(out, fmt.Sprintf("%s %d %s %s", strings.ToLower(h.Name), h.Ttl, dns.TypeToString[h.Rrtype], data))
 	}
 	return out
+}
+
+func TestLeaseChangeMatters(t *testing.T) {
+	s := &Server{name: "default"}
+	named := map[netip.Addr]bool{netip.MustParseAddr("10.0.0.5"): true}
+	s.named.Store(&named)
+	ip := netip.MustParseAddr
+	for _, tc := range []struct {
+		name string
+		c    leases.Changes
+		want bool
+	}{
+		{"unnamed new lease", leases.Changes{Put: []leases.Lease{{Network: "default", IP: ip("10.0.0.9")}}}, false},
+		{"named new lease", leases.Changes{Put: []leases.Lease{{Network: "default", IP: ip("10.0.0.9"), Hostname: "vm"}}}, true},
+		{"named lease of another network", leases.Changes{Put: []leases.Lease{{Network: "other", IP: ip("10.0.0.9"), Hostname: "vm"}}}, false},
+		{"named address taken without a name", leases.Changes{Put: []leases.Lease{{Network: "default", IP: ip("10.0.0.5")}}}, true},
+		{"named lease deleted", leases.Changes{Delete: []leases.Key{{Network: "default", IP: ip("10.0.0.5")}}}, true},
+		{"unnamed lease deleted", leases.Changes{Delete: []leases.Key{{Network: "default", IP: ip("10.0.0.6")}}}, false},
+	} {
+		if got := s.leaseChangeMatters(tc.c); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }

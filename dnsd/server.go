@@ -26,6 +26,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,7 +44,7 @@ var ErrDisabled = errors.New("DNS is disabled for this network")
 // *leases.Store implements it.
 type LeaseView interface {
 	List(network string) ([]leases.Lease, error)
-	Watch(network string) (<-chan struct{}, func())
+	WatchRelevant(network string, relevant func(leases.Changes) bool) (<-chan struct{}, func())
 }
 
 var _ LeaseView = (*leases.Store)(nil)
@@ -92,9 +93,13 @@ type Server struct {
 
 	mu      sync.Mutex // guards network, leases, started, closed
 	network *conf.Network
-	leases  []leases.Lease
+	leases  []leases.Lease // the named ones
 	started bool
 	closed  bool
+
+	// named are the addresses of s.leases, read by leaseChangeMatters on
+	// the lease store's goroutine.
+	named atomic.Pointer[map[netip.Addr]bool]
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -144,7 +149,9 @@ func newAt(cfg Config, now func() time.Time) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("network %q: dns: loading leases: %w", n.Name, err)
 		}
-		s.leases = ls
+		var named map[netip.Addr]bool
+		s.leases, named = namedLeases(ls)
+		s.named.Store(&named)
 	}
 	z, err := buildZone(n, s.leases, s.now())
 	if err != nil {
@@ -249,7 +256,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.closeSockets()
 	}()
 	if s.cfg.Leases != nil {
-		ch, stop := s.cfg.Leases.Watch(s.name)
+		ch, stop := s.cfg.Leases.WatchRelevant(s.name, s.leaseChangeMatters)
 		s.wg.Add(1)
 		go s.watch(ctx, ch, stop)
 	}
@@ -382,6 +389,13 @@ func (s *Server) watch(ctx context.Context, ch <-chan struct{}, stop func()) {
 	defer stop()
 	// A change between New's List and Watch would otherwise be missed.
 	s.reloadLeases()
+	lastReload := time.Now()
+	var pending <-chan time.Time // a reload held back by leaseReloadMin
+	reload := func() {
+		pending = nil
+		s.reloadLeases()
+		lastReload = time.Now()
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -398,7 +412,15 @@ func (s *Server) watch(ctx context.Context, ch <-chan struct{}, stop func()) {
 				ch = nil // the store closed: keep expiring what we have
 				continue
 			}
-			s.reloadLeases()
+			if wait := leaseReloadMin - time.Since(lastReload); wait > 0 {
+				if pending == nil {
+					pending = time.After(wait)
+				}
+				continue
+			}
+			reload()
+		case <-pending:
+			reload()
 		case <-timer.C:
 			s.mu.Lock()
 			s.rebuildLocked()
@@ -406,6 +428,32 @@ func (s *Server) watch(ctx context.Context, ch <-chan struct{}, stop func()) {
 		case <-s.kick:
 		}
 	}
+}
+
+// leaseReloadMin spaces the re-reads of the leases when named clients
+// come and go faster than that; their names appear at most this late.
+const leaseReloadMin = 200 * time.Millisecond
+
+// leaseChangeMatters reports whether a committed lease change can change
+// the zone: a lease with a hostname, or one replacing or deleting a named
+// lease. A busy DHCP server's other commits then cost the DNS server
+// nothing. It runs on the lease store's committer.
+func (s *Server) leaseChangeMatters(c leases.Changes) bool {
+	named := s.named.Load()
+	for _, l := range c.Put {
+		if l.Network == s.name && (l.Hostname != "" || (named != nil && (*named)[l.IP])) {
+			return true
+		}
+	}
+	if named == nil {
+		return false
+	}
+	for _, k := range c.Delete {
+		if k.Network == s.name && (*named)[k.IP] {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) reloadLeases() {
@@ -416,10 +464,31 @@ func (s *Server) reloadLeases() {
 		}
 		return
 	}
+	s.setLeases(ls)
+}
+
+// setLeases rebuilds the zone with the named leases of ls.
+func (s *Server) setLeases(ls []leases.Lease) {
+	kept, named := namedLeases(ls)
+	s.named.Store(&named)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.leases = ls
+	s.leases = kept
 	s.rebuildLocked()
+}
+
+// namedLeases are the leases of ls with a hostname (the others add nothing
+// to the zone), and their addresses.
+func namedLeases(ls []leases.Lease) ([]leases.Lease, map[netip.Addr]bool) {
+	kept := ls[:0]
+	named := map[netip.Addr]bool{}
+	for _, l := range ls {
+		if l.Hostname != "" {
+			kept = append(kept, l)
+			named[l.IP] = true
+		}
+	}
+	return slices.Clip(kept), named
 }
 
 func (s *Server) rebuildLocked() {

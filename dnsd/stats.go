@@ -38,6 +38,29 @@ type Stats struct {
 	// an answer, UpstreamAnswers their number.
 	UpstreamLatency time.Duration
 	UpstreamAnswers uint64
+	// UpstreamLatencyBuckets counts those exchanges by time taken: bucket
+	// i those over UpstreamLatencyBounds[i-1] up to UpstreamLatencyBounds[i],
+	// the last one those over every bound. Not cumulative.
+	UpstreamLatencyBuckets [len(UpstreamLatencyBounds) + 1]uint64
+}
+
+// UpstreamLatencyBounds are the upper bounds of the upstream latency
+// buckets: from a resolver on the LAN to one answering over TCP after a
+// truncated UDP answer, near the timeout of each.
+var UpstreamLatencyBounds = [...]time.Duration{
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second,
+}
+
+// latencyBucket is the bucket of UpstreamLatencyBuckets that d goes in.
+func latencyBucket(d time.Duration) int {
+	for i, b := range UpstreamLatencyBounds {
+		if d <= b {
+			return i
+		}
+	}
+	return len(UpstreamLatencyBounds)
 }
 
 // qtypeSlots are the query types counted on their own.
@@ -77,7 +100,15 @@ type counters struct {
 	panics         atomic.Uint64 // also counted as malformed; for the fuzzer
 	latencyNanos   atomic.Uint64
 	latencyCount   atomic.Uint64
+	latency        [len(UpstreamLatencyBounds) + 1]atomic.Uint64
 	_              [64]byte
+}
+
+// upstreamAnswer counts an upstream exchange that got an answer in d.
+func (c *counters) upstreamAnswer(d time.Duration) {
+	c.latencyNanos.Add(uint64(d))
+	c.latencyCount.Add(1)
+	c.latency[latencyBucket(d)].Add(1)
 }
 
 func (c *counters) query(t uint16) { c.queries[qtypeSlot(t)].Add(1) }
@@ -117,6 +148,9 @@ func (s *Stats) add(c *counters) {
 	s.Refused += c.refused.Load()
 	s.UpstreamLatency += time.Duration(c.latencyNanos.Load())
 	s.UpstreamAnswers += c.latencyCount.Load()
+	for i := range c.latency {
+		s.UpstreamLatencyBuckets[i] += c.latency[i].Load()
+	}
 }
 
 // logLimit lets one message of a kind through per interval; the others are

@@ -70,10 +70,12 @@ func (q *query) cacheFlags() byte {
 	return f
 }
 
-// maxUDP is the largest UDP answer the client accepts.
+// maxUDP is the largest UDP answer the client accepts, but no more than
+// this server advertises (RFC 6891 §6.2.5; dnsmasq's edns-packet-max): a
+// claim of 64 KiB must not turn one small query into a burst of fragments.
 func (q *query) maxUDP() int {
 	if q.edns && q.udpSize > dns.MinMsgSize {
-		return int(q.udpSize)
+		return min(int(q.udpSize), ednsSize)
 	}
 	return dns.MinMsgSize
 }

@@ -26,7 +26,9 @@ type worker struct {
 }
 
 func newWorker(h *handler, conn *net.UDPConn, ctx context.Context, wg *sync.WaitGroup) *worker {
-	w := &worker{h: h, conn: conn, ctx: ctx, wg: wg, out: make([]byte, 65535)}
+	// out is made on first use (ensureOut): most networks' readers only
+	// ever take the fast path, and hundreds of networks each have several.
+	w := &worker{h: h, conn: conn, ctx: ctx, wg: wg}
 	if conn != nil {
 		w.send = func(b []byte, to netip.AddrPort) error {
 			_, err := conn.WriteToUDPAddrPort(b, to)
@@ -38,6 +40,7 @@ func newWorker(h *handler, conn *net.UDPConn, ctx context.Context, wg *sync.Wait
 
 // handle answers one datagram.
 func (w *worker) handle(pkt []byte, from netip.AddrPort) {
+	w.ensureOut()
 	if out := w.answer(pkt, from, w.out[:0]); out != nil {
 		w.reply(out, from)
 	}
@@ -90,7 +93,14 @@ func (w *worker) fast(z *zone, q *query, out []byte) []byte {
 	return out
 }
 
+func (w *worker) ensureOut() {
+	if w.out == nil {
+		w.out = make([]byte, 65535)
+	}
+}
+
 func (w *worker) slow(z *zone, pkt []byte, from netip.AddrPort, src netip.Addr) {
+	w.ensureOut()
 	h := w.h
 	r := new(dns.Msg)
 	if err := r.Unpack(pkt); err != nil {

@@ -35,7 +35,9 @@ type mmsghdr struct {
 // valid.
 type batch struct {
 	rc     syscall.RawConn
-	in     []byte // batchSize slots of slotSize
+	in     []byte // slots slots of slotSize
+	slots  int    // read per recvmmsg: grows to batchSize under load
+	full   bool   // the last read filled every slot
 	names  [batchSize]unix.RawSockaddrInet6
 	iovs   [batchSize]unix.Iovec
 	hdrs   [batchSize]mmsghdr
@@ -51,24 +53,19 @@ type batch struct {
 }
 
 func newBatch(rc syscall.RawConn) *batch {
-	b := &batch{rc: rc, in: make([]byte, batchSize*slotSize), out: make([]byte, 0, 64<<10)}
-	for i := range b.hdrs {
-		b.iovs[i].Base = &b.in[i*slotSize]
-		b.iovs[i].SetLen(slotSize)
-		b.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
-		b.hdrs[i].hdr.Iov = &b.iovs[i]
-		b.hdrs[i].hdr.SetIovlen(1)
-	}
+	b := &batch{rc: rc}
+	b.grow(1)
 	// Made once: a closure made per call would allocate.
 	b.recvFn = func(fd uintptr) bool {
 		for i := range b.hdrs {
 			b.hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(b.names[i]))
 			b.hdrs[i].hdr.Flags = 0
 		}
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), batchSize, 0, 0, 0)
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(b.slots), 0, 0, 0)
 		switch e {
 		case 0:
 			b.n, b.err = int(r), nil
+			b.full = b.n == b.slots
 		case unix.EAGAIN:
 			return false // wait until the socket is readable
 		case unix.EINTR:
@@ -99,6 +96,22 @@ func newBatch(rc syscall.RawConn) *batch {
 	return b
 }
 
+// grow makes room for n datagrams per read. A reader starts with one slot
+// and doubles when a read fills them all: an idle network's readers then
+// hold 4 KiB each instead of 128 KiB, and a busy one reaches full batches
+// after a few reads.
+func (b *batch) grow(n int) {
+	b.slots, b.full = min(n, batchSize), false
+	b.in = make([]byte, b.slots*slotSize)
+	for i := range b.slots {
+		b.iovs[i].Base = &b.in[i*slotSize]
+		b.iovs[i].SetLen(slotSize)
+		b.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		b.hdrs[i].hdr.Iov = &b.iovs[i]
+		b.hdrs[i].hdr.SetIovlen(1)
+	}
+}
+
 // from decodes the source address of datagram i.
 func (b *batch) from(i int) netip.AddrPort {
 	raw := (*[unsafe.Sizeof(unix.RawSockaddrInet6{})]byte)(unsafe.Pointer(&b.names[i]))
@@ -127,6 +140,9 @@ func (w *worker) run() {
 	b := newBatch(rc)
 	var lim logLimit
 	for {
+		if b.full && b.slots < batchSize {
+			b.grow(2 * b.slots)
+		}
 		if err := b.rc.Read(b.recvFn); err != nil {
 			if errors.Is(err, net.ErrClosed) || w.ctx.Err() != nil {
 				return

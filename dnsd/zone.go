@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -157,7 +158,7 @@ func buildZone(n *conf.Network, ls []leases.Lease, now time.Time) (*zone, error)
 			z.domain = d
 		}
 	}
-	b := zoneBuilder{z: z, ptrDone: map[netip.Addr]bool{}, static: map[string]bool{}}
+	b := zoneBuilder{z: z, ptrDone: map[netip.Addr]bool{}, static: map[string]bool{}, seen: map[string]struct{}{}}
 
 	// <dns><host>: dnsmasq's addn-hosts with expand-hosts. libvirt writes
 	// one line per address, so the PTR names the first hostname of the
@@ -303,6 +304,10 @@ type zoneBuilder struct {
 	z       *zone
 	ptrDone map[netip.Addr]bool
 	static  map[string]bool // name+family owned by <dns><host> or a static DHCP host
+	// seen holds every record added, as owner, type and data: guests name
+	// their own leases, and thousands of them under one name must not
+	// make each rebuild compare every pair of records.
+	seen map[string]struct{}
 }
 
 func staticKey(name string, ip netip.Addr) string {
@@ -354,13 +359,17 @@ func (b *zoneBuilder) node(name string) *node {
 }
 
 func (b *zoneBuilder) add(name string, rr dns.RR) {
-	nd := b.node(strings.ToLower(name))
+	name = strings.ToLower(name)
 	t := rr.Header().Rrtype
-	for _, old := range nd.rrs[t] {
-		if dns.IsDuplicate(old, rr) {
-			return
-		}
+	// Every record of the zone has the same class and TTL, and names in
+	// record data are lowercase: owner, type and data identify it as
+	// dns.IsDuplicate would.
+	key := name + "\x00" + strconv.Itoa(int(t)) + "\x00" + strings.TrimPrefix(rr.String(), rr.Header().String())
+	if _, dup := b.seen[key]; dup {
+		return
 	}
+	b.seen[key] = struct{}{}
+	nd := b.node(name)
 	nd.rrs[t] = append(nd.rrs[t], rr)
 	b.z.records++
 }
@@ -447,7 +456,8 @@ func (b *zoneBuilder) finish() {
 			}
 			m.Compress = true
 			packed, err := m.Pack()
-			if err != nil {
+			if err != nil || len(packed) > ednsSize {
+				// Too big for any UDP answer: the slow path truncates it.
 				continue
 			}
 			z.fast[wire+string([]byte{byte(t >> 8), byte(t)})] = packed
