@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -74,6 +75,22 @@ type netConf6 struct {
 	domain  string       // option 24; "" when no <domain>
 	ranges  []range6
 	hosts   []host6
+}
+
+// poolSize is the number of addresses that can be leased: the ranges and
+// the reserved addresses outside them.
+func (c *netConf6) poolSize() int {
+	n := 0
+	for _, r := range c.ranges {
+		n += int(r.size)
+	}
+	outside := map[netip.Addr]bool{}
+	for _, h := range c.hosts {
+		if !slices.ContainsFunc(c.ranges, func(r range6) bool { return r.contains(h.ip) }) {
+			outside[h.ip] = true
+		}
+	}
+	return n + len(outside)
 }
 
 // Serves6 reports whether n has an IPv6 <ip> with DHCP ranges or hosts,

@@ -217,6 +217,18 @@ func (c *config4) rangeOf(a netip.Addr) *range4 {
 	return nil
 }
 
+// poolSize is the number of addresses that can be leased: the ranges and
+// the static hosts outside them.
+func (c *config4) poolSize() int {
+	n := c.total
+	for a := range c.hostAt {
+		if c.rangeOf(a) == nil {
+			n++
+		}
+	}
+	return n
+}
+
 // usable reports whether a may be leased at all: inside the subnet and not
 // its network, broadcast or the server's own address.
 func (c *config4) usable(a netip.Addr) bool {

@@ -27,6 +27,9 @@ type Stats4 struct {
 	// Dropped counts packets that were malformed, not for a server, relayed,
 	// or that found the worker queues full.
 	Dropped uint64
+	// Overflow counts the packets of Dropped that found the worker queues
+	// full: the server is overloaded rather than the client broken.
+	Overflow uint64
 	// PoolExhausted counts clients left without an offer because no address
 	// was free or dhcp-lease-max was reached.
 	PoolExhausted uint64
@@ -34,18 +37,26 @@ type Stats4 struct {
 	StoreErrors uint64
 	// SendErrors counts replies that could not be sent.
 	SendErrors uint64
+	// Bound is the number of leases that have not expired, PoolSize the
+	// number of addresses the server can lease (Handler4.Bound, PoolSize).
+	// Only Server4.Stats fills them in: they are not counters, and Bound
+	// needs the server's clock.
+	Bound, PoolSize int
 }
 
+// counters4.dropped leaves out overflow, which Stats4.Dropped includes:
+// the drops other than overflow then never go down between two snapshots.
 type counters4 struct {
 	discover, offer, request, ack, nak, decline, release, inform atomic.Uint64
-	dropped, poolExhausted, storeErrors, sendErrors              atomic.Uint64
+	dropped, overflow, poolExhausted, storeErrors, sendErrors    atomic.Uint64
 }
 
 func (c *counters4) snapshot() Stats4 {
+	overflow := c.overflow.Load()
 	return Stats4{
 		Discover: c.discover.Load(), Offer: c.offer.Load(), Request: c.request.Load(),
 		Ack: c.ack.Load(), Nak: c.nak.Load(), Decline: c.decline.Load(),
-		Release: c.release.Load(), Inform: c.inform.Load(), Dropped: c.dropped.Load(),
+		Release: c.release.Load(), Inform: c.inform.Load(), Dropped: c.dropped.Load() + overflow, Overflow: overflow,
 		PoolExhausted: c.poolExhausted.Load(), StoreErrors: c.storeErrors.Load(),
 		SendErrors: c.sendErrors.Load(),
 	}
@@ -87,6 +98,27 @@ func (h *Handler4) Update(n *conf.Network) error {
 
 // Stats returns the counters.
 func (h *Handler4) Stats() Stats4 { return h.stats.snapshot() }
+
+// Bound is the number of leases that have not expired at now.
+func (h *Handler4) Bound(now time.Time) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, b := range h.pool.bindings {
+		if !b.lease.Expired(now) {
+			n++
+		}
+	}
+	return n
+}
+
+// PoolSize is the number of addresses the handler can lease: its ranges and
+// the static hosts outside them.
+func (h *Handler4) PoolSize() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.pool.cfg.poolSize()
+}
 
 // Settle tells the handler that the store deletion of ip that Handle or
 // Expire asked for is done (successfully or not): until then ip is not
@@ -186,9 +218,18 @@ func check4(req *dhcpv4.DHCPv4) error {
 		return errRelayed4
 	case len(req.Options.Get(dhcpv4.OptionDHCPMessageType)) != 1:
 		return errNoType4
+	case len(req.Options.Get(dhcpv4.OptionClientIdentifier)) > maxClientID4:
+		// Concatenated options (RFC 3396) could make it kilobytes, and
+		// every reply echoes it (RFC 6842).
+		return fmt.Errorf("client identifier of %d bytes, more than %d", len(req.Options.Get(dhcpv4.OptionClientIdentifier)), maxClientID4)
 	}
 	return nil
 }
+
+// maxClientID4 bounds option 61: one option's worth, which keeps a reply
+// within the 576 bytes every client accepts. Real ones are a type byte and
+// a MAC address, or an IAID and a DUID (RFC 4361): at most 135 bytes.
+const maxClientID4 = 255
 
 func isZero4(b []byte) bool {
 	for _, c := range b {

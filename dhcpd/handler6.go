@@ -30,6 +30,11 @@ var (
 // infinity6 is the all-ones 32-bit lifetime (RFC 8415 §7.7).
 const infinity6 = time.Duration(0xffffffff) * time.Second
 
+// maxIAs6 bounds the IAs of one message. Clients ask for one IA_NA (and
+// perhaps an IA_PD) per interface; a thousand in one Request would take a
+// whole pool and make an answer of tens of kilobytes.
+const maxIAs6 = 8
+
 // Handler6 is the DHCPv6 protocol of one network, without I/O: it turns a
 // client message into the answer, the leases to commit before sending it and
 // the addresses to remove from the store. It is not safe for concurrent use.
@@ -82,6 +87,10 @@ func (h *Handler6) Sweep(now time.Time) []netip.Addr { return h.pool.sweep(now) 
 // Bound is the number of live leases.
 func (h *Handler6) Bound(now time.Time) int { return h.pool.boundCount(now) }
 
+// PoolSize is the number of addresses the handler can lease: its ranges
+// and the reserved addresses outside them.
+func (h *Handler6) PoolSize() int { return h.c.poolSize() }
+
 // ServerDUID is the server identifier, as bytes.
 func (h *Handler6) ServerDUID() []byte { return bytes.Clone(h.sid) }
 
@@ -121,6 +130,9 @@ func (h *Handler6) Handle(req *dhcpv6.Message, peer netip.Addr, now time.Time) (
 		}
 	default:
 		return nil, nil, nil, fmt.Errorf("%w: message type %s", ErrIgnored6, req.MessageType)
+	}
+	if n := len(req.Options.IANA()) + len(req.Options.IATA()) + len(req.Options.IAPD()); n > maxIAs6 {
+		return nil, nil, nil, fmt.Errorf("%w: %s with %d IAs, more than %d", ErrMalformed6, req.MessageType, n, maxIAs6)
 	}
 
 	var cl *client6

@@ -126,7 +126,7 @@ func (s *Server4) Start(ctx context.Context) error {
 	case s.started:
 		return errors.New("dhcpv4: server already started")
 	}
-	ifi, err := net.InterfaceByName(s.cfg.Bridge)
+	ifi, err := bridgeInterface(s.cfg.Bridge)
 	if err != nil {
 		return fmt.Errorf("dhcpv4: cannot serve on bridge %s (UDP port 67): %w", s.cfg.Bridge, err)
 	}
@@ -213,8 +213,12 @@ func (s *Server4) Close() error {
 	return nil
 }
 
-// Stats returns the server's counters.
-func (s *Server4) Stats() Stats4 { return s.h.Stats() }
+// Stats returns the server's counters, with its leases and pool size now.
+func (s *Server4) Stats() Stats4 {
+	st := s.h.Stats()
+	st.Bound, st.PoolSize = s.h.Bound(s.now()), s.h.PoolSize()
+	return st
+}
 
 func (s *Server4) read(ctx context.Context) {
 	buf := make([]byte, maxPacket4)
@@ -237,7 +241,7 @@ func (s *Server4) read(ctx context.Context) {
 		select {
 		case q <- b:
 		default:
-			s.h.stats.dropped.Add(1)
+			s.h.stats.overflow.Add(1)
 			s.log.Debug("DHCPv4 request dropped: worker queue full")
 		}
 	}
@@ -325,14 +329,13 @@ type completion4 struct {
 // not), in the order they were stored.
 func (s *Server4) reply() {
 	var batch []completion4
+	pace := newPacer()
 	for {
 		batch = s.done4.take(batch)
 		if batch == nil {
 			return
 		}
-		for i := range batch {
-			s.complete(&batch[i])
-		}
+		pace.spread(len(batch), func(i int) { s.complete(&batch[i]) })
 		clear(batch)
 	}
 }

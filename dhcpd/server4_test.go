@@ -189,7 +189,7 @@ func TestServeAckAfterPut4(t *testing.T) {
 	if n := len(out.replies(t)); n != 2 {
 		t.Fatalf("ACK sent though the store failed")
 	}
-	if st := s.Stats(); st.StoreErrors != 1 {
+	if st := s.Stats(); st.StoreErrors != 1 || st.Bound != 1 || st.PoolSize != 253 {
 		t.Errorf("stats %+v", st)
 	}
 	// Release deletes.
@@ -202,7 +202,7 @@ func TestServeAckAfterPut4(t *testing.T) {
 	}
 	// Garbage is counted.
 	s.serveSync(ctx, []byte("garbage"))
-	if st := s.Stats(); st.Dropped != 1 || st.Release != 1 {
+	if st := s.Stats(); st.Dropped != 1 || st.Overflow != 0 || st.Release != 1 || st.Bound != 0 {
 		t.Errorf("stats %+v", st)
 	}
 }

@@ -69,6 +69,7 @@ type Stats6 struct {
 	StoreErrors  uint64 // failed Put or Delete (the answer is not sent)
 	SendErrors   uint64
 	Bound        int // live leases now
+	PoolSize     int // addresses the server can lease (Handler6.PoolSize)
 }
 
 type counters6 struct {
@@ -153,7 +154,7 @@ func (s *Server6) Start(ctx context.Context) error {
 	if s.started {
 		return errors.New("dhcpv6: server already started")
 	}
-	ifi, err := net.InterfaceByName(s.cfg.Bridge)
+	ifi, err := bridgeInterface(s.cfg.Bridge)
 	if err != nil {
 		return fmt.Errorf("dhcpv6: network %s: bridge %s: %w", s.network.Name, s.cfg.Bridge, err)
 	}
@@ -256,7 +257,7 @@ func (s *Server6) Stats() Stats6 {
 	}
 	s.mu.Lock()
 	if s.h != nil {
-		out.Bound = s.h.Bound(s.now())
+		out.Bound, out.PoolSize = s.h.Bound(s.now()), s.h.PoolSize()
 	}
 	s.mu.Unlock()
 	return out
@@ -265,7 +266,10 @@ func (s *Server6) Stats() Stats6 {
 func (s *Server6) read(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
 	defer close(s.queue)
-	buf := make([]byte, 65536)
+	// A jumbo frame's worth: real DHCPv6 messages are a few hundred bytes,
+	// a longer datagram is cut and dropped as malformed, and there is one
+	// such buffer per network.
+	buf := make([]byte, 9216)
 	for {
 		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -378,14 +382,13 @@ type completion6 struct {
 // not), in the order they were stored.
 func (s *Server6) reply() {
 	var batch []completion6
+	pace := newPacer()
 	for {
 		batch = s.done.take(batch)
 		if batch == nil {
 			return
 		}
-		for i := range batch {
-			s.complete(&batch[i])
-		}
+		pace.spread(len(batch), func(i int) { s.complete(&batch[i]) })
 		clear(batch)
 	}
 }
