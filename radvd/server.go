@@ -428,7 +428,10 @@ func (s *Server) sendFinal() error {
 // read reads solicitations until the socket is closed.
 func (s *Server) read() {
 	defer s.wg.Done()
-	buf := make([]byte, 65536)
+	// Solicitations are a few dozen bytes; a datagram longer than this is
+	// cut and fails to parse. (One such buffer per network, and there may
+	// be hundreds of networks.)
+	buf := make([]byte, 4096)
 	for {
 		n, hop, src, err := s.conn.read(buf)
 		switch {
