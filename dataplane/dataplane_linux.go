@@ -93,7 +93,7 @@ func (d *Dataplane) CheckCollisions(n *conf.Network) error {
 	if n == nil {
 		return errors.New("no network")
 	}
-	routes, err := d.mainRoutes(netlink.FAMILY_ALL, nil)
+	routes, err := d.mainRoutes(netlink.FAMILY_ALL, nil, collisionCandidates(n))
 	if err != nil {
 		return fmt.Errorf("network %q: %w", n.Name, err)
 	}
@@ -283,7 +283,7 @@ func (d *Dataplane) enableForwarding(n *conf.Network, p plan) error {
 	if !p.IPv6Forwarding {
 		return nil
 	}
-	routes, err := d.mainRoutes(netlink.FAMILY_V6, nil)
+	routes, err := d.mainRoutes(netlink.FAMILY_V6, nil, func(r routeInfo) bool { return r.Protocol == rtprotRA })
 	if err != nil {
 		return fmt.Errorf("network %q: enable IPv6 forwarding: %w", n.Name, err)
 	}
@@ -416,7 +416,7 @@ func (d *Dataplane) Adopt(n *conf.Network, ifindex int) error {
 			return wrap("set up", err)
 		}
 	}
-	routes, err := d.mainRoutes(netlink.FAMILY_ALL, link)
+	routes, err := d.mainRoutes(netlink.FAMILY_ALL, link, nil)
 	if err != nil {
 		return wrap("list routes", err)
 	}
@@ -442,15 +442,29 @@ func (d *Dataplane) linkAddrs(link netlink.Link) ([]netip.Prefix, error) {
 }
 
 // mainRoutes lists the main routing table (all links, or only link's), one
-// routeInfo per next hop, with interface names resolved.
-func (d *Dataplane) mainRoutes(family int, link netlink.Link) ([]routeInfo, error) {
-	links, err := retryDump(d.nl.LinkList)
-	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
+// routeInfo per next hop that want accepts (nil: all), with interface names
+// resolved. Names are looked up only for the routes kept: a host with
+// hundreds of networks and a thousand ports has far more links than a start
+// cares about, and dumping them all on every start made starting N networks
+// quadratic.
+func (d *Dataplane) mainRoutes(family int, link netlink.Link, want func(routeInfo) bool) ([]routeInfo, error) {
+	names := map[int]string{}
+	if link != nil {
+		names[link.Attrs().Index] = link.Attrs().Name
 	}
-	names := make(map[int]string, len(links))
-	for _, l := range links {
-		names[l.Attrs().Index] = l.Attrs().Name
+	name := func(index int) string {
+		if index == 0 {
+			return ""
+		}
+		if n, ok := names[index]; ok {
+			return n
+		}
+		n := ""
+		if l, err := d.nl.LinkByIndex(index); err == nil {
+			n = l.Attrs().Name
+		}
+		names[index] = n
+		return n
 	}
 	routes, err := retryDump(func() ([]netlink.Route, error) { return d.nl.RouteList(link, family) })
 	if err != nil {
@@ -466,17 +480,20 @@ func (d *Dataplane) mainRoutes(family int, link netlink.Link) ([]routeInfo, erro
 			continue // MPLS and other non-IP destinations
 		}
 		base := routeInfo{Dst: dst, Protocol: int(r.Protocol), Metric: r.Priority}
+		if want != nil && !want(base) {
+			continue
+		}
 		if len(r.MultiPath) == 0 {
 			ri := base
 			ri.Gw = netAddr(r.Gw, r.Family)
-			ri.Link = names[r.LinkIndex]
+			ri.Link = name(r.LinkIndex)
 			out = append(out, ri)
 			continue
 		}
 		for _, nh := range r.MultiPath {
 			ri := base
 			ri.Gw = netAddr(nh.Gw, r.Family)
-			ri.Link = names[nh.LinkIndex]
+			ri.Link = name(nh.LinkIndex)
 			out = append(out, ri)
 		}
 	}

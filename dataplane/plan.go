@@ -282,6 +282,26 @@ func collision(n *conf.Network, routes []routeInfo) error {
 	return nil
 }
 
+// collisionCandidates keeps the routes collision can object to: those to
+// the network of one of n's addresses or to one of its static routes'
+// destinations (a definition that cannot be planned keeps them all, and
+// collision reports the error).
+func collisionCandidates(n *conf.Network) func(routeInfo) bool {
+	addrs, aerr := addrsFor(n)
+	statics, serr := routesFor(n)
+	if aerr != nil || serr != nil {
+		return nil
+	}
+	dsts := map[netip.Prefix]bool{}
+	for _, a := range addrs {
+		dsts[a.Masked()] = true
+	}
+	for _, s := range statics {
+		dsts[s.Dst] = true
+	}
+	return func(r routeInfo) bool { return dsts[r.Dst.Masked()] }
+}
+
 // raLinks are the interfaces (other than the network's bridge) that hold IPv6
 // routes learned from router advertisements, sorted and without duplicates.
 //
