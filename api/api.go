@@ -3,7 +3,10 @@
 // client.
 package api
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Version is the API path prefix.
 const Version = "v1"
@@ -105,3 +108,35 @@ func (e *Error) Error() string {
 type ErrorBody struct {
 	Error *Error `json:"error"`
 }
+
+// Event is one line of GET /v1/events (net-event): something that happened
+// to a network, in the order the daemon did it.
+type Event struct {
+	Time    time.Time `json:"time"`
+	Type    string    `json:"type"` // one of the Event* constants
+	Network string    `json:"network,omitempty"`
+	Port    string    `json:"port,omitempty"` // port events: the port's UUID
+	// Lease events: the lease's address and holder.
+	IP       string `json:"ip,omitempty"`
+	MAC      string `json:"mac,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
+	Detail   string `json:"detail,omitempty"` // overflow: what was lost
+}
+
+// Event types. The lifecycle ones are libvirt's network lifecycle events
+// (plus updated); ports and leases are vnetd's own.
+const (
+	EventDefined      = "defined"
+	EventUndefined    = "undefined"
+	EventStarted      = "started"
+	EventStopped      = "stopped"
+	EventUpdated      = "updated" // a net-update, live or persistent
+	EventPortCreated  = "port-created"
+	EventPortDeleted  = "port-deleted"
+	EventLeaseAdded   = "lease-added"   // a new lease, or an address that changed hands
+	EventLeaseRemoved = "lease-removed" // released, expired or taken back
+	// EventOverflow is the last event of a stream whose reader fell too far
+	// behind: the daemon dropped it rather than wait. Re-read the state and
+	// subscribe again.
+	EventOverflow = "overflow"
+)

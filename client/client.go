@@ -1,11 +1,23 @@
 // Package client is the Go client of vnetd's control API: what vnetctl uses
 // and what programs embedding vnetd's control import.
+//
+//	c := client.New(client.DefaultSocket)
+//	info, err := c.Define(ctx, xml) // as virsh net-define
+//	if err == nil {
+//		err = c.Start(ctx, info.Name)
+//	}
+//
+// The methods follow vnetctl's verbs (docs/api.md maps them to the
+// endpoints). An error the daemon reports is an *api.Error: its Code is
+// stable, its Message is for people (for a definition, every problem with
+// its element and line).
 package client
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -24,6 +36,7 @@ const DefaultSocket = "/run/vnetd/vnetd.sock"
 type Client struct {
 	socket string
 	http   *http.Client
+	stream *http.Client // without the request timeout, for event streams
 }
 
 // New returns a client for the daemon listening on socket.
@@ -34,7 +47,7 @@ func New(socket string) *Client {
 			return d.DialContext(ctx, "unix", socket)
 		},
 	}
-	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}
+	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: 2 * time.Minute}, stream: &http.Client{Transport: tr}}
 }
 
 // do sends a request and decodes a JSON answer into out (when not nil). An
@@ -210,4 +223,55 @@ func (c *Client) Leases(ctx context.Context, network, mac string) ([]api.Lease, 
 	}
 	_, err := c.do(ctx, http.MethodGet, networkPath(network, "/leases"), q, "", nil, &out)
 	return out, err
+}
+
+// ErrEventsEnded is returned by Events when vnetd ends the stream: it is
+// stopping, or dropped this reader after an overflow event.
+var ErrEventsEnded = errors.New("vnetd ended the event stream")
+
+// Events streams vnetd's events, of one network (name or UUID) or of all
+// when network is empty, calling fn for each in order until fn returns
+// false (Events then returns nil), ctx ends (ctx.Err()) or vnetd ends the
+// stream (ErrEventsEnded). Only events after the call are delivered.
+func (c *Client) Events(ctx context.Context, network string, fn func(api.Event) bool) error {
+	u := "http://vnetd/" + api.Version + "/events"
+	if network != "" {
+		u += "?" + url.Values{"network": {network}}.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.stream.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("vnetd at %s: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var eb api.ErrorBody
+		if json.Unmarshal(data, &eb) == nil && eb.Error != nil {
+			return eb.Error
+		}
+		return fmt.Errorf("vnetd at %s: %s: %s", c.socket, resp.Status, bytes.TrimSpace(data))
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var e api.Event
+		if err := dec.Decode(&e); err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case errors.Is(err, io.EOF):
+				return ErrEventsEnded
+			}
+			return fmt.Errorf("vnetd at %s: reading events: %w", c.socket, err)
+		}
+		if !fn(e) {
+			return nil
+		}
+	}
 }

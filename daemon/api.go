@@ -24,6 +24,7 @@ func Handler(m *Manager, log *slog.Logger) http.Handler {
 	h := &handler{m: m, log: log}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/networks", h.list)
+	mux.HandleFunc("GET /v1/events", h.events)
 	mux.HandleFunc("POST /v1/networks", h.define)
 	mux.HandleFunc("GET /v1/networks/{id}", h.info)
 	mux.HandleFunc("DELETE /v1/networks/{id}", h.undefine)
@@ -43,6 +44,7 @@ func Handler(m *Manager, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.Handle("GET /metrics", m.MetricsHandler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, &api.Error{Code: api.CodeNotFound, Message: fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path)})
 	})
@@ -59,19 +61,24 @@ func (h *handler) logged(next http.Handler) http.Handler {
 		began := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
+		h.m.metrics.observe(r, rec.status, rec.apiError)
 		h.log.Debug("api request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "took", time.Since(began))
 	})
 }
 
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
+	status   int
+	apiError string // the error code answered, if any
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	s.status = code
 	s.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController flush the event stream.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 var statusOf = map[string]int{
 	api.CodeInvalidRequest:    http.StatusBadRequest,
@@ -84,6 +91,9 @@ var statusOf = map[string]int{
 }
 
 func writeError(w http.ResponseWriter, status int, e *api.Error) {
+	if rec, ok := w.(*statusRecorder); ok {
+		rec.apiError = e.Code
+	}
 	writeJSON(w, status, api.ErrorBody{Error: e})
 }
 
@@ -267,6 +277,12 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		h.fail(w, fail(api.CodeInvalidRequest, r.PathValue("id"), fmt.Errorf("request body: %w", err)))
+		return false
+	}
+	// One value: "{} {...}" or trailing garbage is a malformed request, not
+	// the first half of one.
+	if _, err := dec.Token(); err != io.EOF {
+		h.fail(w, fail(api.CodeInvalidRequest, r.PathValue("id"), errors.New("request body: data after the JSON value")))
 		return false
 	}
 	return true

@@ -2,6 +2,21 @@
 // definitions and the live state, turns definitions into running networks
 // through the dataplane and the firewall, adopts networks left running by a
 // previous vnetd, and serves the control API.
+//
+// # Embedding
+//
+// cmd/vnetd is flag parsing around NewHost and Run, so a program that embeds
+// vnetd instead of running the daemon (a hypervisor image, say) calls the
+// same two and has all of it: the control socket, the autostart networks,
+// their DHCP, DNS and RA servers, firewall rules kept in place. It manages
+// networks over the socket with package client, or ships definitions in
+// Options.ConfigDir marked to autostart (conf.Store's layout). Open gives a
+// Manager to drive directly, without the socket and, unless Config.Services
+// is set, without the servers. See Example and ExampleOpen.
+//
+// Running networks outlive the process either way: Run's return and
+// Manager.Close leave them up, and the next Run or Open adopts them; only
+// Manager.Destroy takes a network down.
 package daemon
 
 import (
@@ -70,9 +85,18 @@ type Config struct {
 	Services Services
 	// Leases is the lease store the servers write; nil: no leases.
 	Leases LeaseStore
+	// Events receives the lifecycle, port and lease events; nil: the
+	// Manager makes its own (Events).
+	Events *EventBus
 	// Shaper applies <bandwidth> with tc; nil: networks and ports with
 	// bandwidth are refused (they must not run unshaped).
 	Shaper Shaper
+	// Firewalld puts bridges into firewalld zones; nil: firewalld is not
+	// running, and a network with <bridge zone> cannot start.
+	Firewalld Firewalld
+	// Resolved registers <domain register='yes'> networks with
+	// systemd-resolved; nil: it is not running, and those cannot start.
+	Resolved Resolved
 }
 
 // LeaseStore is what the daemon reads and cleans of the DHCP leases.
@@ -94,8 +118,9 @@ type OVS interface {
 type Manager struct {
 	cfg   Config
 	log   *slog.Logger
-	store *conf.Store
+	store *definitions
 	state *stateDB
+	hooks hookState
 
 	mu     sync.Mutex
 	active map[string]*running // by network name
@@ -106,9 +131,14 @@ type Manager struct {
 	reaping map[string]chan struct{}
 	reapers sync.WaitGroup
 
+	// reconcileNext is where the next Reconcile batch starts.
+	reconcileNext int
+
 	// ctx lives as long as the Manager: the servers run under it.
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	metrics *metrics
 }
 
 // running is a network that is up on the host.
@@ -121,6 +151,9 @@ type running struct {
 	service   Service // the network's servers; nil when none run
 	// classIDs are the tc class ids of the ports' floors on the bridge.
 	classIDs shaping.ClassIDs
+	// fwRestores counts the times its firewall rules were found changed
+	// and put back (vnetd_firewall_restores_total).
+	fwRestores uint64
 }
 
 // Open loads the definitions and adopts the networks a previous vnetd left
@@ -132,9 +165,15 @@ func Open(cfg Config) (*Manager, error) {
 	if cfg.SysfsRoot == "" {
 		cfg.SysfsRoot = "/sys"
 	}
-	store, err := conf.OpenStore(cfg.ConfigDir)
+	if cfg.Events == nil {
+		cfg.Events = NewEventBus()
+	}
+	store, skipped, err := openDefinitions(cfg.ConfigDir, checkContext{linkExists: cfg.Host.LinkExists})
 	if err != nil {
 		return nil, err
+	}
+	if skipped != nil {
+		cfg.Log.Error("definitions left out; fix them and reload (SIGHUP)", "err", skipped)
 	}
 	state, err := openState(cfg.StateDir)
 	if err != nil {
@@ -142,6 +181,7 @@ func Open(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, log: cfg.Log, store: store, state: state, active: map[string]*running{}, reaping: map[string]chan struct{}{}}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.metrics = newMetrics(m)
 	m.finishReaping()
 	if err := m.adopt(); err != nil {
 		state.close()
@@ -242,14 +282,17 @@ func (m *Manager) adopt() error {
 			m.state.delete(r.Name)
 			continue
 		}
+		var restores uint64
 		if ok, err := m.cfg.Firewall.Check(n, r.IfIndex); err != nil || !ok {
 			if err := m.cfg.Firewall.Apply(n, r.IfIndex); err != nil {
 				log.Error("restoring firewall rules of an adopted network", "err", err)
 			} else {
+				restores = 1
 				log.Info("firewall rules of an adopted network restored")
 			}
 		}
-		m.active[n.Name] = &running{net: n, ifindex: r.IfIndex, transient: r.Transient, started: r.Started, ports: map[uuid.UUID]*livePort{}}
+		m.readoptHostServices(n, r.IfIndex, log)
+		m.active[n.Name] = &running{net: n, ifindex: r.IfIndex, transient: r.Transient, started: r.Started, ports: map[uuid.UUID]*livePort{}, fwRestores: restores}
 		log.Info("adopted running network", "bridge", n.Bridge.Name, "ifindex", r.IfIndex)
 	}
 	return nil
@@ -262,6 +305,7 @@ func (m *Manager) teardown(n *conf.Network) {
 		return
 	}
 	m.unshapeNetwork(n)
+	m.leaveZone(n)
 	if err := m.cfg.Firewall.Remove(n); err != nil {
 		m.log.Warn("removing firewall rules", "network", n.Name, "err", err)
 	}
@@ -428,6 +472,7 @@ func (m *Manager) Define(xml []byte) (*conf.Network, error) {
 		return nil, fail(api.CodeOperationFailed, n.Name, err)
 	}
 	m.log.Info("defined", "network", n.Name, "uuid", n.UUID)
+	m.emit(api.EventDefined, n.Name)
 	return n, nil
 }
 
@@ -473,6 +518,7 @@ func (m *Manager) Undefine(id string) error {
 		m.forgetLeases(n.Name)
 	}
 	m.log.Info("undefined", "network", n.Name)
+	m.emit(api.EventUndefined, n.Name)
 	return nil
 }
 
@@ -501,6 +547,12 @@ func (m *Manager) start(n *conf.Network, transient bool) error {
 	if n.Forward.Mode.Managed() && n.Bridge.Name == "" {
 		return failf(api.CodeInvalidDefinition, n.Name, "network %q has no bridge name", n.Name)
 	}
+	if err := m.checkHostServices(n); err != nil {
+		return fail(api.CodeOperationFailed, n.Name, err)
+	}
+	if err := m.hook(n, hookStart, nil); err != nil {
+		return fail(api.CodeOperationFailed, n.Name, err)
+	}
 	began := time.Now()
 	rec := &liveRecord{Name: n.Name, Phase: PhaseStarting, XML: string(n.Format(0)), Transient: transient, Bridge: n.Bridge.Name, Started: began}
 	// Recorded before the first host change: a crash from here on is rolled
@@ -521,13 +573,20 @@ func (m *Manager) start(n *conf.Network, transient bool) error {
 		m.state.delete(n.Name)
 		return fail(api.CodeOperationFailed, n.Name, err)
 	}
-	if err := m.saveRunning(r); err != nil {
+	if err := m.registerResolved(n, ifindex); err != nil {
+		m.stopServices(r)
+		m.teardown(n)
+		m.state.delete(n.Name)
+		return fail(api.CodeOperationFailed, n.Name, err)
+	}
+	if err := m.startedThenSave(r); err != nil {
 		m.stopServices(r)
 		m.teardown(n)
 		m.state.delete(n.Name)
 		return err
 	}
 	m.active[n.Name] = r
+	m.emit(api.EventStarted, n.Name)
 	log.Info("started", "bridge", n.Bridge.Name, "ifindex", ifindex, "took", time.Since(began))
 	log.Debug("start phases", "record", recorded.Sub(began), "host", onHost.Sub(recorded), "save", time.Since(onHost))
 	return nil
@@ -551,6 +610,10 @@ func (m *Manager) startOnHost(n *conf.Network) (int, error) {
 		return 0, err
 	}
 	if err := m.shapeNetwork(n, 0); err != nil {
+		m.teardown(n)
+		return 0, err
+	}
+	if err := m.enterZone(n); err != nil {
 		m.teardown(n)
 		return 0, err
 	}
@@ -606,6 +669,7 @@ func (m *Manager) Destroy(id string) error {
 		// Still running in part: keep it so destroy can be retried.
 		return fail(api.CodeOperationFailed, n.Name, err)
 	}
+	m.leaveHostServices(n, r.ifindex)
 	var reap *reapRecord
 	if n.Forward.Mode.Managed() {
 		reap = &reapRecord{Bridge: n.Bridge.Name, IfIndex: r.ifindex, XML: string(n.Format(0))}
@@ -622,6 +686,8 @@ func (m *Manager) Destroy(id string) error {
 	if r.transient {
 		m.forgetLeases(n.Name)
 	}
+	m.hookNotify(n, hookStopped, nil)
+	m.emit(api.EventStopped, n.Name)
 	m.log.Info("destroyed", "network", n.Name, "took", time.Since(began))
 	return nil
 }
@@ -882,20 +948,41 @@ func (m *Manager) Update(id string, req api.UpdateRequest) (api.UpdateResult, er
 		res.Config = true
 	}
 	m.log.Info("updated", "network", n.Name, "command", cmd.String(), "section", section.String(), "live", res.Live, "config", res.Config)
+	if res.Live {
+		m.hookNotify(r.net, hookUpdated, nil)
+	}
+	m.emit(api.EventUpdated, n.Name)
 	return res, nil
 }
 
-// Reconcile checks every running network's firewall rules and restores the
-// ones changed outside vnetd (a flushed ruleset, a deleted rule). It returns
-// how many networks it restored.
+// reconcileBatch bounds how many networks one Reconcile checks. A check is
+// a few netlink dumps; checking hundreds of networks on every tick and on
+// every nftables event (each net-start makes some) cost a busy host a
+// sizeable part of a CPU. The batches rotate, so every network is still
+// checked, and a restore's own events trigger the next batch at once.
+const reconcileBatch = 32
+
+// Reconcile checks running networks' firewall rules, up to reconcileBatch
+// of them in turn, and restores the ones changed outside vnetd (a flushed
+// ruleset, a deleted rule). It returns how many networks it restored.
 func (m *Manager) Reconcile() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	restored := 0
+	var names []string
 	for name, r := range m.active {
-		if !r.net.Forward.Mode.Managed() {
-			continue
+		if r.net.Forward.Mode.Managed() {
+			names = append(names, name)
 		}
+	}
+	sort.Strings(names)
+	if len(names) > reconcileBatch {
+		start := m.reconcileNext % len(names)
+		names = append(names[start:], names[:start]...)[:reconcileBatch]
+		m.reconcileNext = start + reconcileBatch
+	}
+	restored := 0
+	for _, name := range names {
+		r := m.active[name]
 		ok, err := m.cfg.Firewall.Check(r.net, r.ifindex)
 		if err == nil && ok {
 			continue
@@ -905,6 +992,7 @@ func (m *Manager) Reconcile() int {
 			continue
 		}
 		restored++
+		r.fwRestores++
 		m.log.Warn("firewall rules were changed outside vnetd; restored", "network", name)
 	}
 	return restored

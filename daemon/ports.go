@@ -142,6 +142,11 @@ func (m *Manager) CreatePort(netID string, xml []byte, opt PortOptions) (*conf.P
 		m.unplug(next, lp)
 		return nil, fail(api.CodeOperationFailed, n.Name, err)
 	}
+	if err := m.hook(next, hookPortCreated, port); err != nil {
+		m.unshapePort(r, next, lp)
+		m.unplug(next, lp)
+		return nil, fail(api.CodeOperationFailed, n.Name, err)
+	}
 	rec := &portRecord{Network: n.Name, UUID: port.UUID.String(), XML: string(port.Format()), Device: lp.device, Created: lp.created}
 	if err := m.state.putPort(rec); err != nil {
 		m.unshapePort(r, next, lp)
@@ -160,6 +165,7 @@ func (m *Manager) CreatePort(netID string, xml []byte, opt PortOptions) (*conf.P
 		return nil, err
 	}
 	m.log.Info("port created", "network", n.Name, "port", port.UUID, "plug", port.Plug.Type.String(), "device", lp.device)
+	m.emitPort(api.EventPortCreated, n.Name, port.UUID.String())
 	return port, nil
 }
 
@@ -395,7 +401,9 @@ func (m *Manager) DeletePort(netID, portID string) error {
 	if err := m.saveRunning(r); err != nil {
 		return err
 	}
+	m.hookNotify(next, hookPortDeleted, lp.port)
 	m.log.Info("port deleted", "network", name, "port", lp.port.UUID)
+	m.emitPort(api.EventPortDeleted, name, lp.port.UUID.String())
 	return nil
 }
 

@@ -11,8 +11,11 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
 )
 
 // Options are vnetd's command-line settings.
@@ -23,10 +26,19 @@ type Options struct {
 	Socket      string // control API socket
 	SocketGroup string // group allowed on the socket (mode 0660); empty: root only (0600)
 	OVSDBSocket string // Open vSwitch database, for networks with <virtualport type='openvswitch'>
+	// SystemBus is the D-Bus address of firewalld and systemd-resolved
+	// (tests); empty: the system bus, when the host has one.
+	SystemBus string
 	// ReconcileInterval is how often firewall rules are checked besides the
 	// nftables events; 0 means 5 s.
 	ReconcileInterval time.Duration
-	Log               *slog.Logger
+	// MetricsListen is a TCP address to serve /metrics on besides the
+	// control socket; empty: none.
+	MetricsListen string
+	// Reload re-reads the definitions for each value received (SIGHUP);
+	// nil: never.
+	Reload <-chan os.Signal
+	Log    *slog.Logger
 }
 
 // Run serves vnetd until ctx is cancelled. Running networks are adopted at
@@ -49,14 +61,18 @@ func Run(ctx context.Context, opt Options, host Host, fw Firewall) error {
 		return err
 	}
 	defer services.leases.Close()
+	services.events = NewEventBus()
 	cfg := Config{ConfigDir: opt.ConfigDir, StateDir: opt.StateDir, Host: host, Firewall: fw, Log: log,
-		Services: services, Leases: services.leases}
+		Services: services, Leases: services.leases, Events: services.events}
 	if opt.OVSDBSocket != "" {
 		cfg.OVS = &lazyOVS{socket: opt.OVSDBSocket}
 	}
 	shaper, closeShaper := openShaper(ctx, log)
 	defer closeShaper()
 	cfg.Shaper = shaper
+	zones, dnsReg, closeBus := connectHostServices(opt.SystemBus, log)
+	defer closeBus()
+	cfg.Firewalld, cfg.Resolved = zones, dnsReg
 	m, err := Open(cfg)
 	if err != nil {
 		return err
@@ -65,15 +81,30 @@ func Run(ctx context.Context, opt Options, host Host, fw Firewall) error {
 	if err := m.Autostart(); err != nil {
 		log.Warn("some autostart networks did not start", "err", err)
 	}
+	if opt.MetricsListen != "" {
+		ln, err := net.Listen("tcp", opt.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listener (--metrics-listen %s): %w", opt.MetricsListen, err)
+		}
+		stopMetrics := serveMetrics(ln, m, log)
+		defer stopMetrics()
+	}
 
 	ln, err := listenSocket(opt.Socket, opt.SocketGroup)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{Handler: Handler(m, log), ReadHeaderTimeout: 10 * time.Second}
+	// Event streams never end by themselves: closing the bus ends them.
+	srv.RegisterOnShutdown(m.Events().Close)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("vnetd ready", "socket", opt.Socket, "startup", time.Since(began))
+	sdNotify(log, sd.SdNotifyReady)
+	loopsCtx, stopLoops := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	loops.Go(func() { watchdog(loopsCtx, m, log) })
+	loops.Go(func() { reloadLoop(loopsCtx, opt.Reload, m, log) })
 
 	interval := opt.ReconcileInterval
 	if interval <= 0 {
@@ -92,10 +123,13 @@ func Run(ctx context.Context, opt Options, host Host, fw Firewall) error {
 			log.Error("control API stopped", "err", err)
 		}
 	}
+	sdNotify(log, sd.SdNotifyStopping)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(shutdownCtx)
 	<-reconcileDone
+	stopLoops()
+	loops.Wait()
 	os.Remove(opt.Socket)
 	log.Info("vnetd stopped; networks left running")
 	return nil

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/dhcpd"
@@ -42,6 +43,8 @@ type netServices struct {
 	log        *slog.Logger
 	leases     *leases.Store
 	serverDUID []byte
+	// events gets the networks' lease events; nil: none.
+	events *EventBus
 }
 
 // newNetServices opens the lease store and the DHCPv6 server DUID in the
@@ -78,13 +81,17 @@ func serverDUID(path string) ([]byte, error) {
 
 func (s *netServices) Start(ctx context.Context, n *conf.Network) (Service, error) {
 	svc := &netService{}
+	store, err := s.leaseStore(n)
+	if err != nil {
+		return nil, fmt.Errorf("network %q: reading its leases: %w", n.Name, err)
+	}
 	for i := range n.IPs {
 		ip := &n.IPs[i]
 		if !ip.HasDHCP() {
 			continue
 		}
 		if ip.Address.Is4() && svc.dhcp4 == nil {
-			srv, err := dhcpd.New4(dhcpd.Config4{Network: n, Bridge: n.Bridge.Name, Store: s.leases, Log: s.log})
+			srv, err := dhcpd.New4(dhcpd.Config4{Network: n, Bridge: n.Bridge.Name, Store: store, Log: s.log})
 			if err == nil {
 				err = srv.Start(ctx)
 			}
@@ -95,7 +102,7 @@ func (s *netServices) Start(ctx context.Context, n *conf.Network) (Service, erro
 			svc.dhcp4 = srv
 		}
 		if ip.Address.Is6() && svc.dhcp6 == nil {
-			srv, err := dhcpd.New6(dhcpd.Config6{Network: n, Bridge: n.Bridge.Name, ServerDUID: s.serverDUID, Store: s.leases, Log: s.log})
+			srv, err := dhcpd.New6(dhcpd.Config6{Network: n, Bridge: n.Bridge.Name, ServerDUID: s.serverDUID, Store: store, Log: s.log})
 			if err == nil {
 				err = srv.Start(ctx)
 			}
@@ -146,6 +153,15 @@ func (s *netServices) Start(ctx context.Context, n *conf.Network) (Service, erro
 		svc.ra = srv
 	}
 	return svc, nil
+}
+
+// leaseStore is the lease store as a network's DHCP servers write it: with
+// lease events when there is an event bus.
+func (s *netServices) leaseStore(n *conf.Network) (dhcpd.LeaseStore, error) {
+	if s.events == nil || !slices.ContainsFunc(n.IPs, func(ip conf.IP) bool { return ip.HasDHCP() }) {
+		return s.leases, nil
+	}
+	return newLeaseEvents(s.leases, n.Name, s.events)
 }
 
 func hasIPv6(n *conf.Network) bool {

@@ -52,6 +52,14 @@ type daemon struct {
 	socket string
 	cmd    *exec.Cmd
 	log    *os.File
+	// exe, when set, is the vnetd binary start runs instead of the one
+	// TestMain built (an upgrade restarts with a new binary).
+	exe string
+	// logLevel, when set, replaces debug: under DHCP load, logging every
+	// exchange would slow vnetd down and bloat failure messages.
+	logLevel string
+	// env is added to vnetd's environment (NOTIFY_SOCKET, ...).
+	env []string
 }
 
 func startDaemon(t *testing.T, ns, dir string) *daemon {
@@ -68,10 +76,20 @@ func (d *daemon) start() {
 		d.t.Fatal(err)
 	}
 	d.log = logf
-	d.cmd = exec.Command("ip", "netns", "exec", d.ns, filepath.Join(bin, "vnetd"),
+	exe, level := filepath.Join(bin, "vnetd"), "debug"
+	if d.exe != "" {
+		exe = d.exe
+	}
+	if d.logLevel != "" {
+		level = d.logLevel
+	}
+	d.cmd = exec.Command("ip", "netns", "exec", d.ns, exe,
 		"--config-dir", filepath.Join(d.dir, "etc"), "--state-dir", filepath.Join(d.dir, "state"),
-		"--run-dir", filepath.Join(d.dir, "run"), "--socket", d.socket, "--reconcile-interval", "500ms", "--log-level", "debug")
+		"--run-dir", filepath.Join(d.dir, "run"), "--socket", d.socket, "--reconcile-interval", "500ms", "--log-level", level)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if d.env != nil {
+		d.cmd.Env = append(os.Environ(), d.env...)
+	}
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
