@@ -506,6 +506,13 @@ run_step() {
       verdict=parsed
     fi
   fi
+  # Where packets were lost, for BENCH_KEEP: both namespaces' UDP counters
+  # (RcvbufErrors: a socket buffer overflowed) and vnetd's own metrics.
+  ip netns exec "$CNS" cat /proc/net/snmp >"$d/client.snmp" 2>/dev/null || true
+  ip netns exec "$SNS" cat /proc/net/snmp >"$d/server.snmp" 2>/dev/null || true
+  if [ -S "$d/vnetd.sock" ]; then
+    curl -sf --unix-socket "$d/vnetd.sock" http://vnetd/metrics 2>/dev/null | grep -E '^vnetd_dhcp' >"$d/metrics" || true
+  fi
   # The server must have lived through the run.
   if [ "$verdict" = parsed ] && ! kill -0 "$server_pid" 2>/dev/null; then
     echo "$srv exited during the run: $(grep -v '^\s*$' "$d/server.log" | tail -1)" >"$d/why"
