@@ -17,17 +17,18 @@ import (
 )
 
 // Garbage-collector defaults, used unless GOGC / GOMEMLIMIT are set. The
-// DHCP and DNS servers allocate per packet while the live heap stays small:
-// Go's default (collect at 2x the live heap) then runs the collector many
-// times a second under load, and its pauses turn into bursts of replies that
-// overflow clients' receive buffers (bench/RESULTS.md: DHCPv4 at 16000/s
-// dropped 15% with the default, 0.01% with these). The soft limit keeps a
-// large daemon from growing to 5x its live heap: 256 networks with 1000
-// ports live in about 30 MiB of heap, and with a 192 MiB limit vnetd sat at
-// 190 MiB RSS (bench/scale.sh); a busy single network stays far below it.
+// DHCP and DNS servers allocate per packet: Go's default (collect at 2x the
+// live heap) then runs the collector many times a second under load, and
+// its pauses turn into bursts of replies that overflow clients' receive
+// buffers (bench/RESULTS.md). Collecting at 3x keeps that rare and a large
+// daemon lean (256 networks with 1000 ports live in about 30 MiB of heap,
+// bench/scale.sh). The soft limit is only a ceiling: a DHCP server under
+// 16000 clients/s holds 100 MiB of leases and requests in flight, and a
+// limit below that (96 MiB was tried) makes the collector run without
+// pause and the server drop a third of the requests.
 const (
-	gcPercent   = 400
-	memoryLimit = 96 << 20
+	gcPercent   = 200
+	memoryLimit = 256 << 20
 )
 
 func main() {
