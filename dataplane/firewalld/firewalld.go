@@ -89,35 +89,11 @@ func ChooseZone(n *conf.Network, inv Inventory) (string, error) {
 // Client talks to firewalld over a D-Bus connection.
 type Client struct {
 	conn *dbus.Conn
-	own  bool // Dial made conn; Close closes it
 }
 
-// Dial connects to the bus at addr (a D-Bus address such as
-// "unix:path=/run/dbus/system_bus_socket"); "" is the system bus.
-func Dial(addr string) (*Client, error) {
-	var conn *dbus.Conn
-	var err error
-	if addr == "" {
-		conn, err = dbus.ConnectSystemBus()
-	} else {
-		conn, err = dbus.Connect(addr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("firewalld: connecting to the bus: %w", err)
-	}
-	return &Client{conn: conn, own: true}, nil
-}
-
-// New uses a connection the caller owns.
+// New talks to the service over conn, which stays the caller's (vnetd
+// shares one system bus connection between firewalld and resolved).
 func New(conn *dbus.Conn) *Client { return &Client{conn: conn} }
-
-// Close closes the connection Dial made.
-func (c *Client) Close() error {
-	if c.own {
-		return c.conn.Close()
-	}
-	return nil
-}
 
 func (c *Client) object() dbus.BusObject { return c.conn.Object(Name, path) }
 

@@ -85,12 +85,7 @@ func TestChooseZoneDevicePools(t *testing.T) {
 
 func dial(t *testing.T, addr string) *Client {
 	t.Helper()
-	c, err := Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return New(fakedbus.Connect(t, addr))
 }
 
 func ctx(t *testing.T) context.Context {
@@ -211,11 +206,7 @@ func BenchmarkZoneOnStart(b *testing.B) {
 	addr := fakedbus.StartBus(b)
 	fw := fakedbus.NewFirewalld(ZoneLibvirt)
 	fw.Serve(b, addr)
-	c, err := Dial(addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c := New(fakedbus.Connect(b, addr))
 	ctx := context.Background()
 	for b.Loop() {
 		inv, err := c.Inventory(ctx)

@@ -97,34 +97,11 @@ func Build(n *conf.Network) (Registration, error) {
 // Client talks to systemd-resolved over a D-Bus connection.
 type Client struct {
 	conn *dbus.Conn
-	own  bool
 }
 
-// Dial connects to the bus at addr; "" is the system bus.
-func Dial(addr string) (*Client, error) {
-	var conn *dbus.Conn
-	var err error
-	if addr == "" {
-		conn, err = dbus.ConnectSystemBus()
-	} else {
-		conn, err = dbus.Connect(addr)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("systemd-resolved: connecting to the bus: %w", err)
-	}
-	return &Client{conn: conn, own: true}, nil
-}
-
-// New uses a connection the caller owns.
+// New talks to the service over conn, which stays the caller's (vnetd
+// shares one system bus connection between firewalld and resolved).
 func New(conn *dbus.Conn) *Client { return &Client{conn: conn} }
-
-// Close closes the connection Dial made.
-func (c *Client) Close() error {
-	if c.own {
-		return c.conn.Close()
-	}
-	return nil
-}
 
 func (c *Client) object() dbus.BusObject { return c.conn.Object(Name, path) }
 

@@ -92,11 +92,7 @@ func TestWants(t *testing.T) {
 
 func TestClientAgainstFakeResolved(t *testing.T) {
 	addr := fakedbus.StartBus(t)
-	c, err := Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := New(fakedbus.Connect(t, addr))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if c.Running(ctx) {
@@ -169,11 +165,7 @@ func TestClientAgainstFakeResolved(t *testing.T) {
 func BenchmarkRegister(b *testing.B) {
 	addr := fakedbus.StartBus(b)
 	fakedbus.NewResolved().Serve(b, addr)
-	c, err := Dial(addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c := New(fakedbus.Connect(b, addr))
 	reg := Registration{DNS: []Address{{Family: afInet, Address: []byte{10, 0, 0, 1}}}, Domains: []Domain{{"lab", true}}}
 	ctx := context.Background()
 	for b.Loop() {
