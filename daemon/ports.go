@@ -130,6 +130,13 @@ func (m *Manager) CreatePort(netID string, xml []byte, opt PortOptions) (*conf.P
 	if opt.Attach != "" && opt.Tap != "" {
 		return nil, failf(api.CodeInvalidRequest, n.Name, "give --attach or --tap, not both")
 	}
+	for what, name := range map[string]string{"attach": opt.Attach, "tap": opt.Tap} {
+		if name != "" {
+			if err := dataplane.CheckLinkName(what, name); err != nil {
+				return nil, fail(api.CodeInvalidRequest, n.Name, fmt.Errorf("network %q: %w", n.Name, err))
+			}
+		}
+	}
 	next, port, err := ports.Allocate(r.net, p, floorSum(r, p.UUID))
 	if err != nil {
 		return nil, fail(api.CodeConflict, n.Name, err)

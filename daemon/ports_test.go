@@ -222,3 +222,24 @@ func TestHostdevPoolFromPF(t *testing.T) {
 		t.Fatalf("VF not cleared on delete: %v", e.host.vfs)
 	}
 }
+
+func TestPortDeviceNamesChecked(t *testing.T) {
+	e := newEnv(t)
+	e.m.Define([]byte(natXML))
+	e.m.Start("default")
+	links := len(e.host.links)
+	for _, opt := range []PortOptions{
+		{Tap: "../x", TapOwner: -1},
+		{Tap: "a-name-longer-than-15", TapOwner: -1},
+		{Attach: "vnet 0", TapOwner: -1},
+		{Attach: "%d", TapOwner: -1},
+	} {
+		_, err := e.m.CreatePort("default", []byte(portXML), opt)
+		if code(err) != api.CodeInvalidRequest || !strings.Contains(err.Error(), "name") {
+			t.Errorf("%+v: %v", opt, err)
+		}
+	}
+	if len(e.host.links) != links || len(e.host.attached) != 0 {
+		t.Fatalf("a refused port touched the host: links %v attached %v", e.host.links, e.host.attached)
+	}
+}

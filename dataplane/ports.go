@@ -78,9 +78,9 @@ func HostTapMAC(guest net.HardwareAddr) net.HardwareAddr {
 // maxIfName is the longest interface name the kernel takes (IFNAMSIZ - 1).
 const maxIfName = 15
 
-// checkLinkName refuses names the kernel would refuse or interpret (dev_valid_name),
+// CheckLinkName refuses names the kernel would refuse or interpret (dev_valid_name),
 // and name templates ("vnet%d"): every device here is named by the caller.
-func checkLinkName(what, name string) error {
+func CheckLinkName(what, name string) error {
 	switch {
 	case name == "":
 		return fmt.Errorf("no %s name", what)
@@ -115,10 +115,10 @@ func (pl PortLink) String() string {
 
 // check validates pl before AttachPort touches anything.
 func (pl PortLink) check() error {
-	if err := checkLinkName("port device", pl.Name); err != nil {
+	if err := CheckLinkName("port device", pl.Name); err != nil {
 		return fmt.Errorf("%s: %w", pl, err)
 	}
-	if err := checkLinkName("bridge", pl.Bridge); err != nil {
+	if err := CheckLinkName("bridge", pl.Bridge); err != nil {
 		return fmt.Errorf("%s: %w", pl, err)
 	}
 	if pl.Name == pl.Bridge {

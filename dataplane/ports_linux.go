@@ -78,7 +78,7 @@ func fdbEntry(port int, mac net.HardwareAddr) *netlink.Neigh {
 // process with group 0 among its groups open it; and it reports ioctl errors
 // as text, so EBUSY for an existing name could not be told apart.
 func (d *Dataplane) CreateTap(name string, o TapOptions) error {
-	if err := checkLinkName("tap", name); err != nil {
+	if err := CheckLinkName("tap", name); err != nil {
 		return err
 	}
 	wrap := func(what string, err error) error {
@@ -264,7 +264,7 @@ func (d *Dataplane) AttachPort(pl PortLink) (ifindex int, err error) {
 // it has. With deleteLink, a device that is not a tap is refused before
 // anything is changed.
 func (d *Dataplane) DetachPort(pl PortLink, deleteLink bool) error {
-	if err := checkLinkName("port device", pl.Name); err != nil {
+	if err := CheckLinkName("port device", pl.Name); err != nil {
 		return fmt.Errorf("%s: %w", pl, err)
 	}
 	wrap := func(what string, err error) error {
@@ -332,13 +332,13 @@ func (d *Dataplane) leaveBridge(pl PortLink, link netlink.Link, master int) erro
 // The kernel makes the character device /dev/tapIFINDEX for it; a hypervisor
 // opens that. On failure the macvtap is deleted again.
 func (d *Dataplane) CreateMacvtap(name, parent string, mode conf.MacvtapMode, mac net.HardwareAddr, mtu int) (ifindex int, err error) {
-	if err := checkLinkName("macvtap", name); err != nil {
+	if err := CheckLinkName("macvtap", name); err != nil {
 		return 0, err
 	}
 	wrap := func(what string, err error) error {
 		return fmt.Errorf("macvtap %s on %s: %s: %w", name, parent, what, err)
 	}
-	if err := checkLinkName("parent device", parent); err != nil {
+	if err := CheckLinkName("parent device", parent); err != nil {
 		return 0, fmt.Errorf("macvtap %s: %w", name, err)
 	}
 	m, err := macvlanMode(mode)
@@ -388,7 +388,7 @@ func (d *Dataplane) CreateMacvtap(name, parent string, mode conf.MacvtapMode, ma
 // DeleteLink deletes the tap or macvtap device name. A missing device is not
 // an error; a device of another type (a host NIC, a bridge) is refused.
 func (d *Dataplane) DeleteLink(name string) error {
-	if err := checkLinkName("device", name); err != nil {
+	if err := CheckLinkName("device", name); err != nil {
 		return err
 	}
 	link, err := d.nl.LinkByName(name)

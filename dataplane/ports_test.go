@@ -27,8 +27,8 @@ func TestHostTapMAC(t *testing.T) {
 
 func TestCheckLinkName(t *testing.T) {
 	for _, ok := range []string{"vnet0", "virbr0", "eth0.100", "a", "123456789012345", "macvtap-x_1"} {
-		if err := checkLinkName("device", ok); err != nil {
-			t.Errorf("checkLinkName(%q) = %v", ok, err)
+		if err := CheckLinkName("device", ok); err != nil {
+			t.Errorf("CheckLinkName(%q) = %v", ok, err)
 		}
 	}
 	for name, text := range map[string]string{
@@ -42,8 +42,8 @@ func TestCheckLinkName(t *testing.T) {
 		"a b":              "contains",
 		"a\nb":             "contains",
 	} {
-		if err := checkLinkName("device", name); err == nil || !strings.Contains(err.Error(), text) {
-			t.Errorf("checkLinkName(%q) = %v, want %q", name, err, text)
+		if err := CheckLinkName("device", name); err == nil || !strings.Contains(err.Error(), text) {
+			t.Errorf("CheckLinkName(%q) = %v, want %q", name, err, text)
 		}
 	}
 }

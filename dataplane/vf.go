@@ -64,7 +64,7 @@ func sysfsRootOr(root string) string {
 // ErrNoSuchLink; one that is not an SR-IOV PF, or has no VFs enabled, is
 // ErrNoSRIOV (both wrapped).
 func VirtualFunctions(sysfsRoot, pf string) ([]VF, error) {
-	if err := checkLinkName("PF", pf); err != nil {
+	if err := CheckLinkName("PF", pf); err != nil {
 		return nil, err
 	}
 	netdir := filepath.Join(sysfsRootOr(sysfsRoot), "class", "net", pf)
@@ -194,7 +194,7 @@ func ConfigureVF(h VFSetter, pf string, vf int, mac net.HardwareAddr, vlan int) 
 	if h == nil {
 		return fmt.Errorf("PF %s VF %d: no netlink handle", pf, vf)
 	}
-	if err := checkLinkName("PF", pf); err != nil {
+	if err := CheckLinkName("PF", pf); err != nil {
 		return fmt.Errorf("VF %d: %w", vf, err)
 	}
 	if vf < 0 {
