@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
@@ -81,6 +82,10 @@ func Run(ctx context.Context, opt Options, host Host, fw Firewall) error {
 	if err := m.Autostart(); err != nil {
 		log.Warn("some autostart networks did not start", "err", err)
 	}
+	// Starting hundreds of networks makes a heap several times what they
+	// keep (netlink dumps, XML, servers' set-up); give it back now rather
+	// than carrying it as resident memory for the daemon's lifetime.
+	debug.FreeOSMemory()
 	if opt.MetricsListen != "" {
 		ln, err := net.Listen("tcp", opt.MetricsListen)
 		if err != nil {
