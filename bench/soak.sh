@@ -155,7 +155,10 @@ sample() { # elapsed -> table row
   g=$(get '/debug/pprof/goroutine?debug=1' | awk 'NR==1 { print $4 }')
   fds=$(find "/proc/$vnetd_pid/fd" -mindepth 1 -maxdepth 1 | wc -l)
   rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$vnetd_pid/status")
-  heap=$(get '/metrics' | awk '$1 == "go_memstats_heap_inuse_bytes" { printf "%d", $2 / 1024 }')
+  # Live heap: what is left after a forced collection (the heap profile
+  # endpoint runs one first); RSS alone also follows the collector's goal.
+  get '/debug/pprof/heap?gc=1' >/dev/null
+  heap=$(get '/metrics' | awk '$1 == "go_memstats_heap_alloc_bytes" { printf "%d", $2 / 1024 }')
   leases=$(ctl net-dhcp-leases soak --json | grep -o '"ipaddr"' | wc -l)
   echo "$1 $g $fds $rss ${heap:-0} $leases"
 }
@@ -186,7 +189,7 @@ echo "command: DURATION=$DURATION INTERVAL=$INTERVAL WARMUP=$WARMUP DHCP_RATE=$D
 echo "load: DHCPv6 $DHCP_RATE clients/s (2-minute leases; replies received: ${acks:-?}), DNS $DNS_QPS q/s (completed ${dns_done:-?}, lost ${dns_lost:-?}),"
 echo "      $(cat "$tmp/ports.count" 2>/dev/null || echo '?') tap ports created and deleted, $(cat "$tmp/updates.count" 2>/dev/null || echo '?') dns-host add+delete pairs"
 echo
-echo "| t (s) | goroutines | open fds | RSS (KiB) | heap in use (KiB) | DHCP leases |"
+echo "| t (s) | goroutines | open fds | RSS (KiB) | live heap after GC (KiB) | DHCP leases |"
 echo "| --- | --- | --- | --- | --- | --- |"
 for r in "${rows[@]}"; do
   # shellcheck disable=SC2086
@@ -198,7 +201,10 @@ set -- ${rows[0]}
 g0=$2 f0=$3 r0=$4
 # shellcheck disable=SC2086
 set -- ${rows[$((${#rows[@]} - 2))]}
-g1=$2 f1=$3 r1=$4
+g1=$2 f1=$3 r1=$4 h1=$5
+# shellcheck disable=SC2086
+set -- ${rows[0]}
+h0=$5
 echo
-echo "growth first -> last sample under load: goroutines $((g1 - g0)), fds $((f1 - f0)), RSS $((r1 - r0)) KiB"
+echo "growth first -> last sample under load: goroutines $((g1 - g0)), fds $((f1 - f0)), RSS $((r1 - r0)) KiB, live heap $((h1 - h0)) KiB"
 grep -E 'level=(ERROR|WARN)' "$tmp/vnetd.log" | sed 's/time=[^ ]* //' | sort | uniq -c | sort -rn | head -5 || true
