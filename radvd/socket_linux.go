@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/mdlayher/ndp"
 	"github.com/vishvananda/netlink"
@@ -28,7 +30,20 @@ type rawConn struct {
 	nl      *netlink.Handle
 	ifindex int
 	bridge  string
+
+	// The bridge's MAC and link-local source, as link last found them:
+	// finding them dumps every IPv6 address of the namespace, which with
+	// hundreds of networks sending their first advertisements was most
+	// of an idle vnetd's CPU.
+	mu        sync.Mutex
+	linkMAC   net.HardwareAddr
+	linkSrc   netip.Addr
+	linkFound time.Time
 }
+
+// linkInfoTTL is how long link's answer is reused; a failed send forgets
+// it at once.
+const linkInfoTTL = time.Minute
 
 // listen opens the socket in the network namespace of the calling thread.
 func listen(bridge string) (conn, error) {
@@ -131,12 +146,35 @@ func (c *rawConn) write(b []byte, src, dst netip.Addr) error {
 	// scope it, and a zone name would be resolved in the namespace of
 	// whatever thread runs this.
 	_, err := c.pc.WriteTo(b, cm, &net.IPAddr{IP: dst.WithZone("").AsSlice()})
+	if err != nil {
+		c.forgetLink() // the source address may be gone
+	}
 	return err
 }
 
 // link is the bridge's MAC and its first link-local address that is
 // usable as a source: neither tentative (DAD running) nor failed DAD.
 func (c *rawConn) link() (net.HardwareAddr, netip.Addr, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.linkFound.IsZero() && time.Since(c.linkFound) < linkInfoTTL {
+		return c.linkMAC, c.linkSrc, nil
+	}
+	mac, src, err := c.findLink()
+	if err == nil {
+		c.linkMAC, c.linkSrc, c.linkFound = mac, src, time.Now()
+	}
+	return mac, src, err
+}
+
+// forgetLink makes the next link look again.
+func (c *rawConn) forgetLink() {
+	c.mu.Lock()
+	c.linkFound = time.Time{}
+	c.mu.Unlock()
+}
+
+func (c *rawConn) findLink() (net.HardwareAddr, netip.Addr, error) {
 	l, err := c.nl.LinkByIndex(c.ifindex)
 	if err != nil {
 		return nil, netip.Addr{}, fmt.Errorf("bridge %s: %w", c.bridge, err)
