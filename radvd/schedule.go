@@ -32,8 +32,10 @@ type timing struct {
 	maxSources   int
 	// retryMin and retryMax bound the back-off while the bridge has no
 	// usable link-local address: DAD runs for 1 to 2 s after the bridge
-	// comes up, so the first tries are close together; an address that
-	// never becomes usable (DAD failed) costs a look-up every retryMax.
+	// comes up, so the first tries are close together. A bridge without
+	// guests has no carrier and so no address at all, which is the usual
+	// state of an idle network: it costs a look-up every retryMax, and a
+	// solicitation (a guest arriving) starts the back-off over.
 	retryMin, retryMax time.Duration
 }
 
@@ -49,7 +51,7 @@ var defaultTiming = timing{
 	unicastBurst:   20,
 	maxSources:     256,
 	retryMin:       250 * time.Millisecond,
-	retryMax:       2 * time.Second,
+	retryMax:       30 * time.Second,
 }
 
 // verdict is what became of a solicitation.
@@ -138,6 +140,7 @@ func (s *scheduler) bringForward(at time.Time) {
 // solicit records a valid solicitation from src (unspecified or invalid:
 // the unspecified address) received at now.
 func (s *scheduler) solicit(now time.Time, src netip.Addr) verdict {
+	s.retry = s.t.retryMin
 	delay := s.rnd(s.t.maxRADelay)
 	if !src.IsValid() || src.IsUnspecified() {
 		// §6.2.6: a random delay, after MIN_DELAY_BETWEEN_RAS since the

@@ -216,7 +216,7 @@ func TestSchedulerUnready(t *testing.T) {
 		gaps = append(gaps, s.next().Sub(now))
 		now = s.next()
 	}
-	if got, want := fmt.Sprint(gaps), "[250ms 500ms 1s 2s 2s 2s]"; got != want {
+	if got, want := fmt.Sprint(gaps), "[250ms 500ms 1s 2s 4s 8s]"; got != want {
 		t.Errorf("retry gaps %s, want %s", got, want)
 	}
 	mc, answers, _ := s.due(now)
@@ -281,5 +281,24 @@ func TestSchedulerMinDelay(t *testing.T) {
 				s.changed(now)
 			}
 		}
+	}
+}
+
+func TestSchedulerSolicitationRestartsBackOff(t *testing.T) {
+	s := newScheduler(t0, defaultTiming, fixedRand(0))
+	now := t0
+	for range 10 { // an idle bridge: no carrier, no address
+		s.due(now)
+		s.unready(now, 0)
+		now = s.next()
+	}
+	if s.retry != defaultTiming.retryMax {
+		t.Fatalf("retry %s after a long wait, want the cap %s", s.retry, defaultTiming.retryMax)
+	}
+	s.solicit(now, netip.Addr{}) // a guest came up
+	s.due(s.next())
+	s.unready(s.next(), 1)
+	if gap := s.next().Sub(now); gap > time.Second {
+		t.Fatalf("next try %s after a solicitation, want the back-off restarted", gap)
 	}
 }

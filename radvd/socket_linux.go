@@ -41,9 +41,10 @@ type rawConn struct {
 	linkFound time.Time
 }
 
-// linkInfoTTL is how long link's answer is reused; a failed send forgets
-// it at once.
-const linkInfoTTL = time.Minute
+// linkInfoTTL is how long link's answer is reused. A removed source
+// address makes the next send fail, which forgets it at once; only a
+// changed bridge MAC (set at define time) can go unnoticed this long.
+const linkInfoTTL = 10 * time.Minute
 
 // listen opens the socket in the network namespace of the calling thread.
 func listen(bridge string) (conn, error) {
