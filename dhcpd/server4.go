@@ -65,7 +65,7 @@ type Server4 struct {
 	udp    net.PacketConn
 	raw    *packet.Conn
 	srcMAC net.HardwareAddr
-	queues []chan []byte
+	queues []*queue[[]byte]
 
 	// decide serialises deciding and submitting to the store, so that the
 	// store writes land in the order the handler decided them.
@@ -73,7 +73,7 @@ type Server4 struct {
 	// inflight counts store writes not yet completed; done holds their
 	// completions for the replier.
 	inflight sync.WaitGroup
-	done4    completions[completion4]
+	done4    queue[completion4]
 	// out sends a frame to mac on the bridge (the packet socket; tests
 	// replace it).
 	out func(frame []byte, mac net.HardwareAddr) error
@@ -150,9 +150,9 @@ func (s *Server4) Start(ctx context.Context) error {
 		_, err := raw.WriteTo(frame, &packet.Addr{HardwareAddr: mac})
 		return err
 	}
-	s.queues = make([]chan []byte, workers4())
+	s.queues = make([]*queue[[]byte], workers4())
 	for i := range s.queues {
-		s.queues[i] = make(chan []byte, queueLen4)
+		s.queues[i] = &queue[[]byte]{max: queueLen4, wake: make(chan struct{}, 1)}
 	}
 	s.done4.wake = make(chan struct{}, 1)
 
@@ -164,13 +164,20 @@ func (s *Server4) Start(ctx context.Context) error {
 	workers.Go(func() {
 		s.read(ctx)
 		for _, q := range s.queues {
-			close(q)
+			q.close()
 		}
 	})
 	for _, q := range s.queues {
 		workers.Go(func() {
-			for b := range q {
-				s.serve(ctx, b)
+			var batch [][]byte
+			for {
+				if batch = q.take(batch); batch == nil {
+					return
+				}
+				for _, b := range batch {
+					s.serve(ctx, b)
+				}
+				clear(batch)
 			}
 		})
 	}
@@ -238,9 +245,7 @@ func (s *Server4) read(ctx context.Context) {
 		}
 		b := append([]byte(nil), buf[:n]...)
 		q := s.queues[shard4(b, len(s.queues))]
-		select {
-		case q <- b:
-		default:
+		if !q.push(b) {
 			s.h.stats.overflow.Add(1)
 			s.log.Debug("DHCPv4 request dropped: worker queue full")
 		}

@@ -98,7 +98,7 @@ type Server6 struct {
 	// inflight counts store writes not yet completed; done holds their
 	// completions for the replier.
 	inflight sync.WaitGroup
-	done     completions[completion6]
+	done     queue[completion6]
 
 	conn   *net.UDPConn
 	queue  chan packet6

@@ -5,27 +5,37 @@ import (
 	"time"
 )
 
-// completions is an unbounded queue of finished store writes, from the
-// store's committer to a server's replier: the committer must never block
-// on a busy replier.
-type completions[T any] struct {
+// queue is a FIFO from producers to one consumer that never blocks a
+// producer: finished store writes from the store's committer to a
+// server's replier (unbounded: the committer must never wait), and
+// requests from the reader to a worker (bounded by max). Its memory grows
+// with what is queued, so the queues of hundreds of idle networks hold
+// nothing, where channels held their whole capacity.
+type queue[T any] struct {
 	mu     sync.Mutex
 	q      []T
+	max    int // 0: unbounded
 	closed bool
 	wake   chan struct{}
 }
 
-func (c *completions[T]) push(x T) {
+// push queues x; false when the queue is full (x is not queued).
+func (c *queue[T]) push(x T) bool {
 	c.mu.Lock()
+	if c.max > 0 && len(c.q) >= c.max {
+		c.mu.Unlock()
+		return false
+	}
 	c.q = append(c.q, x)
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
+	return true
 }
 
-func (c *completions[T]) close() {
+func (c *queue[T]) close() {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
@@ -36,7 +46,7 @@ func (c *completions[T]) close() {
 }
 
 // take waits for completions; it returns nil once closed and drained.
-func (c *completions[T]) take(buf []T) []T {
+func (c *queue[T]) take(buf []T) []T {
 	for {
 		c.mu.Lock()
 		buf, c.q = c.q, buf[:0]
