@@ -9,14 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"github.com/vnetd/vnetd/internal/nettest"
 	"github.com/vnetd/vnetd/leases"
 )
@@ -122,7 +120,7 @@ func (l *lab4) addBridge(name, prefix, dhcpXML string) *bridge4 {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := inNetns4(l.host, func() error { return srv.Start(ctx) }); err != nil {
+	if err := nettest.Do(l.host, func() error { return srv.Start(ctx) }); err != nil {
 		cancel()
 		t.Fatal(err)
 	}
@@ -131,39 +129,6 @@ func (l *lab4) addBridge(name, prefix, dhcpXML string) *bridge4 {
 		srv.Close()
 	})
 	return &bridge4{lab: l, name: name, prefix: prefix, srv: srv}
-}
-
-// inNetns4 runs fn on a thread switched to namespace ns, then switches the
-// thread back (it may be the main thread, which is never discarded: left in
-// ns, the whole process would count as in ns). A thread that cannot be
-// switched back stays locked, and is discarded with its goroutine.
-func inNetns4(ns string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
 }
 
 // addGuest plugs a new guest namespace into the bridge; mac "" keeps the

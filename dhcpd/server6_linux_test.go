@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
-	"github.com/vishvananda/netns"
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/internal/nettest"
 	"github.com/vnetd/vnetd/leases"
@@ -95,42 +93,11 @@ func newLab6(t *testing.T, leaseSecs uint64, wrap ...func(LeaseStore) LeaseStore
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := inNS6(l.host, func() error { return l.srv.Start(context.Background()) }); err != nil {
+	if err := nettest.Do(l.host, func() error { return l.srv.Start(context.Background()) }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.srv.Close() })
 	return l
-}
-
-// inNS6 runs f on a thread locked into namespace ns.
-func inNS6(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
-		if netns.Set(orig) == nil {
-			// Back home: the thread may serve other goroutines again.
-			// Otherwise it stays locked and dies with this goroutine.
-			runtime.UnlockOSThread()
-		}
-	}()
-	return <-errc
 }
 
 type testWriter6 struct{ t *testing.T }
@@ -571,14 +538,14 @@ func TestServer6StartErrors(t *testing.T) {
 
 	s, err := New6(Config6{Network: n, Bridge: "nosuchbr", Store: store, Log: testLogger6(t)})
 	must6(t, err)
-	err = inNS6(ns, func() error { return s.Start(context.Background()) })
+	err = nettest.Do(ns, func() error { return s.Start(context.Background()) })
 	if err == nil || !strings.Contains(err.Error(), "nosuchbr") {
 		t.Errorf("start on a missing bridge: %v", err)
 	}
 
 	// Someone holds [::]:547 on the bridge without SO_REUSEADDR.
 	var taken *os.File
-	err = inNS6(ns, func() error {
+	err = nettest.Do(ns, func() error {
 		fd, err := takePort6("br6")
 		taken = fd
 		return err
@@ -586,7 +553,7 @@ func TestServer6StartErrors(t *testing.T) {
 	must6(t, err)
 	s, err = New6(Config6{Network: n, Bridge: "br6", Store: store, Log: testLogger6(t)})
 	must6(t, err)
-	err = inNS6(ns, func() error { return s.Start(context.Background()) })
+	err = nettest.Do(ns, func() error { return s.Start(context.Background()) })
 	if err == nil || !strings.Contains(err.Error(), "cannot bind UDP [::]:547 on bridge br6") {
 		t.Errorf("start with the port taken: %v", err)
 	}
@@ -597,8 +564,8 @@ func TestServer6StartErrors(t *testing.T) {
 	s, err = New6(Config6{Network: n, Bridge: "br6", Store: store, Log: testLogger6(t)})
 	must6(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	must6(t, inNS6(ns, func() error { return s.Start(ctx) }))
-	if err := inNS6(ns, func() error { return s.Start(ctx) }); err == nil {
+	must6(t, nettest.Do(ns, func() error { return s.Start(ctx) }))
+	if err := nettest.Do(ns, func() error { return s.Start(ctx) }); err == nil {
 		t.Error("second Start succeeded")
 	}
 	cancel()
@@ -654,7 +621,7 @@ func TestServer6Shell(t *testing.T) {
 	fs := &failingStore6{}
 	l := newLab6(t, 3600, func(s LeaseStore) LeaseStore { fs.LeaseStore = s; return fs })
 	var conn *net.UDPConn
-	must6(t, inNS6(l.guest, func() error {
+	must6(t, nettest.Do(l.guest, func() error {
 		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 			var serr error
 			c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), "eth0") })
@@ -669,7 +636,7 @@ func TestServer6Shell(t *testing.T) {
 	}))
 	defer conn.Close()
 	ifi := ""
-	must6(t, inNS6(l.guest, func() error {
+	must6(t, nettest.Do(l.guest, func() error {
 		i, err := net.InterfaceByName("eth0")
 		if err == nil {
 			ifi = fmt.Sprint(i.Index)

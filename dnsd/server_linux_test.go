@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/vishvananda/netns"
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/internal/nettest"
 	"github.com/vnetd/vnetd/leases"
@@ -109,7 +107,7 @@ func newLab(t *testing.T, dad bool) *lab {
 	}
 	t.Cleanup(func() { l.store.Close() })
 	l.srv = l.newServer()
-	if err := inNS(l.host, func() error { return l.srv.Start(context.Background()) }); err != nil {
+	if err := nettest.Do(l.host, func() error { return l.srv.Start(context.Background()) }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.srv.Close() })
@@ -153,7 +151,7 @@ func (l *lab) newServer() *Server {
 	// in the one it serves.
 	s.h.fwd.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
-		err := inNS(host, func() error {
+		err := nettest.Do(host, func() error {
 			var err error
 			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 			return err
@@ -161,36 +159,6 @@ func (l *lab) newServer() *Server {
 		return c, err
 	}
 	return s
-}
-
-// inNS runs f on a thread locked into namespace ns. Sockets made by f stay
-// in ns.
-func inNS(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	return <-errc
 }
 
 // labUpstream is a DNS server in the "up" namespace: A records under
@@ -228,7 +196,7 @@ func startLabUpstream(t *testing.T, ns, addr string) *labUpstream {
 	})
 	var pc net.PacketConn
 	var ln net.Listener
-	if err := inNS(ns, func() error {
+	if err := nettest.Do(ns, func() error {
 		var err error
 		if pc, err = net.ListenPacket("udp4", addr+":53"); err != nil {
 			return err
@@ -448,7 +416,7 @@ func TestLabPortTaken(t *testing.T) {
 	l := newLab(t, false)
 	// The lab's server holds the port: a second one must fail.
 	other := l.newServer()
-	err := inNS(l.host, func() error { return other.Start(context.Background()) })
+	err := nettest.Do(l.host, func() error { return other.Start(context.Background()) })
 	if err == nil || !strings.Contains(err.Error(), "port 53 on 10.55.0.1 is taken by another process") {
 		t.Fatalf("second server: %v", err)
 	}
@@ -457,19 +425,19 @@ func TestLabPortTaken(t *testing.T) {
 
 	// A foreign socket on the IPv6 address only.
 	var pc net.PacketConn
-	if err := inNS(l.host, func() error {
+	if err := nettest.Do(l.host, func() error {
 		var err error
 		pc, err = net.ListenPacket("udp6", "[fd00:55::1]:53")
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	err = inNS(l.host, func() error { return other.Start(context.Background()) })
+	err = nettest.Do(l.host, func() error { return other.Start(context.Background()) })
 	if err == nil || !strings.Contains(err.Error(), "port 53 on fd00:55::1 is taken by another process") {
 		t.Fatalf("with a foreign socket: %v", err)
 	}
 	// Nothing was left bound on the IPv4 address: the port is free there.
-	if err := inNS(l.host, func() error {
+	if err := nettest.Do(l.host, func() error {
 		c, err := net.ListenPacket("udp4", "10.55.0.1:53")
 		if err == nil {
 			c.Close()
@@ -479,7 +447,7 @@ func TestLabPortTaken(t *testing.T) {
 		t.Errorf("failed Start left 10.55.0.1:53 bound: %v", err)
 	}
 	pc.Close()
-	if err := inNS(l.host, func() error { return other.Start(context.Background()) }); err != nil {
+	if err := nettest.Do(l.host, func() error { return other.Start(context.Background()) }); err != nil {
 		t.Fatalf("Start once the port is free: %v", err)
 	}
 	defer other.Close()
@@ -493,7 +461,7 @@ func TestLabPortTaken(t *testing.T) {
 func TestLabUpdateDropsNothing(t *testing.T) {
 	l := newLab(t, false)
 	var conn *net.UDPConn
-	if err := inNS(l.guest, func() error {
+	if err := nettest.Do(l.guest, func() error {
 		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort("10.55.0.1:53")))
 		conn = c
 		return err

@@ -6,54 +6,15 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv6"
-	"github.com/vishvananda/netns"
+	"github.com/vnetd/vnetd/internal/nettest"
 	"golang.org/x/sys/unix"
 )
-
-// inNS runs f on an OS thread switched into namespace ns, so that the
-// sockets f opens live there. It runs on a goroutine of its own: if the
-// thread cannot be switched back it stays locked and the runtime ends it,
-// rather than leaving the caller in the wrong namespace.
-func inNS(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("namespace %s: %w", ns, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("entering namespace %s: %w", ns, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leaving namespace %s: %w", ns, err))
-			return // still locked: the thread dies with this goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
 
 // capture reads every frame that arrives on one interface of a namespace,
 // as tcpdump would, through an AF_PACKET socket: it sees what reached the
@@ -70,7 +31,7 @@ type capture struct {
 // frame (Ethernet header first) to handle, from one goroutine, until stop.
 func startCapture(ns, ifname string, handle func(frame []byte, at time.Time)) (*capture, error) {
 	c := &capture{fd: -1, quit: make(chan struct{}), done: make(chan struct{})}
-	err := inNS(ns, func() error {
+	err := nettest.Do(ns, func() error {
 		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err

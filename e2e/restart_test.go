@@ -39,7 +39,7 @@ type echoTCP struct {
 func startEchoTCP(t *testing.T, guest, upstream, upstreamIP string) *echoTCP {
 	t.Helper()
 	var ln net.Listener
-	if err := inNS(upstream, func() (err error) {
+	if err := nettest.Do(upstream, func() (err error) {
 		ln, err = net.Listen("tcp", net.JoinHostPort(upstreamIP, "0"))
 		return err
 	}); err != nil {
@@ -56,7 +56,7 @@ func startEchoTCP(t *testing.T, guest, upstream, upstreamIP string) *echoTCP {
 		}
 	}()
 	e := &echoTCP{stop: make(chan struct{}), done: make(chan struct{})}
-	if err := inNS(guest, func() (err error) {
+	if err := nettest.Do(guest, func() (err error) {
 		e.conn, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
 		return err
 	}); err != nil {
@@ -151,7 +151,7 @@ func (p *pinger) finish(t *testing.T) (sent, got int) {
 func renew4(t *testing.T, guest string, mac net.HardwareAddr, lease netip.Addr, clientID string, server netip.Addr) *dhcpv4.DHCPv4 {
 	t.Helper()
 	var conn *net.UDPConn
-	if err := inNS(guest, func() (err error) {
+	if err := nettest.Do(guest, func() (err error) {
 		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: lease.AsSlice(), Port: dhcpv4.ClientPort})
 		return err
 	}); err != nil {

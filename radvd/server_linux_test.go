@@ -7,12 +7,10 @@ import (
 	"net/netip"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/internal/nettest"
 )
@@ -116,40 +114,9 @@ func (l *lab) plug() {
 
 func (l *lab) start() {
 	l.t.Helper()
-	if err := inNS(l.host, func() error { return l.srv.Start(context.Background()) }); err != nil {
+	if err := nettest.Do(l.host, func() error { return l.srv.Start(context.Background()) }); err != nil {
 		l.t.Fatal(err)
 	}
-}
-
-// inNS runs f on a thread locked into namespace ns.
-func inNS(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
-		if netns.Set(orig) == nil {
-			// Back home: the thread may serve other goroutines again.
-			// Otherwise it stays locked and dies with this goroutine.
-			runtime.UnlockOSThread()
-		}
-	}()
-	return <-errc
 }
 
 // waitLinkLocal waits until dev in ns has a link-local address that DAD

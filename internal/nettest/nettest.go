@@ -6,11 +6,15 @@ package nettest
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/vishvananda/netns"
 )
 
 // SkipUnlessRoot skips tests that need to create namespaces.
@@ -93,4 +97,42 @@ func MustIn(t testing.TB, ns string, name string, args ...string) string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// Do runs f on a thread switched into namespace ns, so that sockets and
+// netlink handles f opens belong to ns, then switches the thread back. A
+// thread that cannot be switched back stays locked and is discarded with
+// its goroutine, rather than leaving anyone in the wrong namespace.
+func Do(ns string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("current namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("namespace %s: %w", ns, err)
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("entering namespace %s: %w", ns, err)
+			return
+		}
+		ferr := f()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("leaving namespace %s: %w", ns, err))
+			return // still locked: the thread dies with this goroutine
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
 }
