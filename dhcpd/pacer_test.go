@@ -23,7 +23,14 @@ func TestPacerSpreadsABatchOverItsWindow(t *testing.T) {
 			p := &pacer{now: func() time.Time { return clock }, sleep: func(d time.Duration) { slept = append(slept, d) }}
 			p.last = clock.Add(-tc.since)
 			var order []int
-			p.spread(tc.n, func(i int) { order = append(order, i) })
+			p.spread(tc.n, func(lo, hi int) {
+				if hi-lo > paceChunk {
+					t.Fatalf("chunk [%d, %d) longer than %d", lo, hi, paceChunk)
+				}
+				for i := lo; i < hi; i++ {
+					order = append(order, i)
+				}
+			})
 			for i, v := range order {
 				if v != i {
 					t.Fatalf("sent out of order: %v", order)

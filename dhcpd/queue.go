@@ -83,8 +83,9 @@ type pacer struct {
 
 func newPacer() *pacer { return &pacer{now: time.Now, sleep: time.Sleep} }
 
-// spread calls send for 0..n-1 in order, pausing between chunks.
-func (p *pacer) spread(n int, send func(i int)) {
+// spread calls send for the chunks [lo, hi) of 0..n-1 in order, pausing
+// between them.
+func (p *pacer) spread(n int, send func(lo, hi int)) {
 	arrived := p.now()
 	window := min(arrived.Sub(p.last), maxPaceWindow)
 	p.last = arrived
@@ -93,10 +94,10 @@ func (p *pacer) spread(n int, send func(i int)) {
 	if chunks > 1 && window > 0 {
 		gap = window / time.Duration(chunks)
 	}
-	for i := 0; i < n; i++ {
-		if i > 0 && i%paceChunk == 0 && gap > 0 {
+	for lo := 0; lo < n; lo += paceChunk {
+		if lo > 0 && gap > 0 {
 			p.sleep(gap)
 		}
-		send(i)
+		send(lo, min(lo+paceChunk, n))
 	}
 }

@@ -77,6 +77,14 @@ type Server4 struct {
 	// out sends a frame to mac on the bridge (the packet socket; tests
 	// replace it).
 	out func(frame []byte, mac net.HardwareAddr) error
+	// sendBatch sends the replier's chunks of frames at once (nil: one by
+	// one through out); chunk is its reused scratch space.
+	sendBatch func(frames [][]byte, macs []net.HardwareAddr) []error
+	chunk     struct {
+		frames [][]byte
+		macs   []net.HardwareAddr
+		idx    []int
+	}
 }
 
 // New4 makes the server of cfg.Network's IPv4 DHCP <ip>, with the leases of
@@ -150,6 +158,7 @@ func (s *Server4) Start(ctx context.Context) error {
 		_, err := raw.WriteTo(frame, &packet.Addr{HardwareAddr: mac})
 		return err
 	}
+	s.sendBatch = batchSender(raw, ifi.Index)
 	s.queues = make([]*queue[[]byte], workers4())
 	for i := range s.queues {
 		s.queues[i] = &queue[[]byte]{max: queueLen4, wake: make(chan struct{}, 1)}
@@ -340,12 +349,52 @@ func (s *Server4) reply() {
 		if batch == nil {
 			return
 		}
-		pace.spread(len(batch), func(i int) { s.complete(&batch[i]) })
+		pace.spread(len(batch), func(lo, hi int) { s.completeChunk(batch[lo:hi]) })
 		clear(batch)
 	}
 }
 
+// completeChunk answers a chunk of completions with their replies sent
+// together (one sendmmsg), or one by one where that is not available.
+func (s *Server4) completeChunk(cs []completion4) {
+	if s.sendBatch == nil {
+		for i := range cs {
+			s.complete(&cs[i])
+		}
+		return
+	}
+	frames, macs, idx := s.chunk.frames[:0], s.chunk.macs[:0], s.chunk.idx[:0]
+	for i := range cs {
+		c := &cs[i]
+		if !s.settled(c) {
+			continue
+		}
+		if c.resp == nil {
+			s.answer(c.req, nil, c.commit)
+			continue
+		}
+		mac, frame := s.frame(c.req, c.resp)
+		frames, macs, idx = append(frames, frame), append(macs, mac), append(idx, i)
+	}
+	if len(frames) > 0 {
+		for j, err := range s.sendBatch(frames, macs) {
+			c := &cs[idx[j]]
+			s.answered(c.req, c.resp, c.commit, err)
+		}
+	}
+	clear(frames)
+	s.chunk.frames, s.chunk.macs, s.chunk.idx = frames, macs, idx
+}
+
 func (s *Server4) complete(c *completion4) {
+	if s.settled(c) {
+		s.answer(c.req, c.resp, c.commit)
+	}
+}
+
+// settled reports a completion's store outcome and whether it is to be
+// answered: a lease that is not durable gets no ACK.
+func (s *Server4) settled(c *completion4) bool {
 	req := c.req
 	if c.err != nil {
 		s.h.stats.storeErrors.Add(1)
@@ -354,12 +403,12 @@ func (s *Server4) complete(c *completion4) {
 		} else {
 			s.log.Error("DHCPv4 lease not deleted", "ip", *c.release, "err", c.err)
 		}
-		return
+		return false
 	}
 	if c.release != nil {
 		s.log.Info("DHCPv4 lease ended", "ip", *c.release, "mac", req.ClientHWAddr.String(), "why", req.MessageType().String())
 	}
-	s.answer(req, c.resp, c.commit)
+	return true
 }
 
 // answer sends resp, if any, and logs it.
@@ -370,7 +419,12 @@ func (s *Server4) answer(req, resp *dhcpv4.DHCPv4, commit *leases.Lease) {
 		}
 		return
 	}
-	if err := s.send(req, resp); err != nil {
+	s.answered(req, resp, commit, s.send(req, resp))
+}
+
+// answered counts and logs resp, sent with the outcome err.
+func (s *Server4) answered(req, resp *dhcpv4.DHCPv4, commit *leases.Lease, err error) {
+	if err != nil {
 		s.h.stats.sendErrors.Add(1)
 		s.log.Error("DHCPv4 reply not sent", "type", resp.MessageType().String(), "mac", req.ClientHWAddr.String(), "err", err)
 		return
@@ -415,8 +469,14 @@ func dest4(req, resp *dhcpv4.DHCPv4) (net.HardwareAddr, netip.Addr) {
 }
 
 func (s *Server4) send(req, resp *dhcpv4.DHCPv4) error {
+	mac, frame := s.frame(req, resp)
+	return s.out(frame, mac)
+}
+
+// frame is resp as the Ethernet frame that answers req, and where it goes.
+func (s *Server4) frame(req, resp *dhcpv4.DHCPv4) (net.HardwareAddr, []byte) {
 	mac, ip := dest4(req, resp)
-	return s.out(frame4(mac, s.srcMAC, s.h.serverAddr(), ip, serverPort4, clientPort4, resp.ToBytes()), mac)
+	return mac, frame4(mac, s.srcMAC, s.h.serverAddr(), ip, serverPort4, clientPort4, resp.ToBytes())
 }
 
 func (s *Server4) sweepLoop(ctx context.Context) {

@@ -388,7 +388,11 @@ func (s *Server6) reply() {
 		if batch == nil {
 			return
 		}
-		pace.spread(len(batch), func(i int) { s.complete(&batch[i]) })
+		pace.spread(len(batch), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				s.complete(&batch[i])
+			}
+		})
 		clear(batch)
 	}
 }
