@@ -119,12 +119,12 @@ func newTestServer4(t *testing.T, xml string, store LeaseStore, now func() time.
 // serveSync serves b and, as these tests run no replier, sends the reply
 // of its store write itself.
 func (s *Server4) serveSync(ctx context.Context, b []byte) {
-	s.serve(ctx, b)
-	s.flush()
+	s.serve(ctx, b, nil)
+	s.drainWrites()
 }
 
-// flush waits for the store writes in flight and completes them.
-func (s *Server4) flush() {
+// drainWrites waits for the store writes in flight and completes them.
+func (s *Server4) drainWrites() {
 	s.inflight.Wait()
 	s.done4.mu.Lock()
 	q := s.done4.q
@@ -219,7 +219,7 @@ func TestServerLoadsAndSweeps4(t *testing.T) {
 	}
 	now = t04.Add(2 * time.Minute)
 	s.sweep(context.Background())
-	s.flush()
+	s.drainWrites()
 	if _, ok := store.get("t4", a); ok {
 		t.Fatal("expired lease not swept from the store")
 	}
