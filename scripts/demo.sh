@@ -109,7 +109,10 @@ echo "\$ dig @192.168.122.1 -x 192.168.122.10   (in the guest)"
 ip netns exec "$GUEST" dig +short +time=2 +tries=2 @192.168.122.1 -x 192.168.122.10
 
 step "vnetd's nftables rules (one table pair per network)"
-ip netns exec "$HOST" nft list ruleset | head -40
+# Read it whole before cutting it: with pipefail, head closing the pipe
+# early failed the demo with nft's SIGPIPE (exit 141) now and then.
+ruleset=$(ip netns exec "$HOST" nft list ruleset)
+sed -n 1,40p <<<"$ruleset"
 
 step "net-destroy takes it all down"
 ctl net-destroy default
