@@ -544,23 +544,7 @@ func floorFilter(bridge string, f Floor) Filter {
 // to f.MAC into it, and 1:2 re-rated to what all floors leave. Admission
 // (ports.CheckFloor) is the caller's.
 func PlanPlug(bridge string, netBW *conf.Bandwidth, f Floor, others uint64, leaf LeafKind) (Plan, error) {
-	if err := checkFloor(bridge, netBW, f, true); err != nil {
-		return nil, err
-	}
-	if !leaf.Valid() {
-		return nil, fmt.Errorf("shaping: %s: invalid leaf qdisc %s", bridge, leaf)
-	}
-	c := floorClass(bridge, netBW, f)
-	nf, err := noFloorClass(bridge, netBW, others+f.Floor)
-	if err != nil {
-		return nil, err
-	}
-	return Plan{
-		{OpAdd, c},
-		{OpAdd, leafQdisc(bridge, c.ID, NewHandle(f.ClassID, 0), leaf, c.Ceil)},
-		{OpAdd, floorFilter(bridge, f)},
-		{OpChange, nf},
-	}, nil
+	return planFloor(OpAdd, bridge, netBW, f, others, leaf)
 }
 
 // PlanUnplug removes floor f (only its ClassID is used) from the bridge
@@ -587,6 +571,12 @@ func PlanUnplug(bridge string, netBW *conf.Bandwidth, f Floor, others uint64) (P
 // MAC, and 1:2 to what all floors, summing to others plus f's, leave.
 // Applied to a bridge where parts of f are missing, it restores them.
 func PlanUpdate(bridge string, netBW *conf.Bandwidth, f Floor, others uint64, leaf LeafKind) (Plan, error) {
+	return planFloor(OpChange, bridge, netBW, f, others, leaf)
+}
+
+// planFloor is floor f's class, leaf and filter, and 1:2 re-rated; op says
+// whether they are added or changed in place.
+func planFloor(op Op, bridge string, netBW *conf.Bandwidth, f Floor, others uint64, leaf LeafKind) (Plan, error) {
 	if err := checkFloor(bridge, netBW, f, true); err != nil {
 		return nil, err
 	}
@@ -599,9 +589,9 @@ func PlanUpdate(bridge string, netBW *conf.Bandwidth, f Floor, others uint64, le
 		return nil, err
 	}
 	return Plan{
-		{OpChange, c},
-		{OpChange, leafQdisc(bridge, c.ID, NewHandle(f.ClassID, 0), leaf, c.Ceil)},
-		{OpChange, floorFilter(bridge, f)},
+		{op, c},
+		{op, leafQdisc(bridge, c.ID, NewHandle(f.ClassID, 0), leaf, c.Ceil)},
+		{op, floorFilter(bridge, f)},
 		{OpChange, nf},
 	}, nil
 }
