@@ -50,9 +50,21 @@ type netServices struct {
 // newNetServices opens the lease store and the DHCPv6 server DUID in the
 // state dir.
 func newNetServices(stateDir string, log *slog.Logger) (*netServices, error) {
-	store, err := leases.Open(filepath.Join(stateDir, "leases.db"))
+	store, err := leases.Open(filepath.Join(stateDir, "leases.log"))
 	if err != nil {
 		return nil, fmt.Errorf("lease store: %w", err)
+	}
+	if why := store.Repaired(); why != "" {
+		log.Warn("lease store repaired after a crash", "what", why)
+	}
+	// Earlier versions kept the leases in a bbolt database.
+	if old := filepath.Join(stateDir, "leases.db"); fileExists(old) {
+		n, skipped, err := store.ImportBolt(old)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("importing the leases of %s: %w", old, err)
+		}
+		log.Info("leases imported from the bbolt database of an earlier vnetd", "file", old, "leases", n, "unreadable", skipped)
 	}
 	duid, err := serverDUID(filepath.Join(stateDir, "dhcp6-server-duid"))
 	if err != nil {
@@ -227,4 +239,9 @@ func (s *netService) Detach() error {
 		s.ra = nil
 	}
 	return s.Close()
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -3,8 +3,10 @@ package daemon
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"github.com/vnetd/vnetd/api"
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/leases"
+	bolt "go.etcd.io/bbolt"
 )
 
 // fakeServices records which networks have servers.
@@ -156,5 +159,41 @@ func TestLeasesListing(t *testing.T) {
 	}
 	if err := e.m.Undefine("default"); err != nil || len(fl.deleted) != 1 {
 		t.Fatalf("leases of an undefined network kept: %v %v", err, fl.deleted)
+	}
+}
+
+// A state directory of an earlier vnetd has its leases in a bbolt
+// database: they are imported once, and the database is set aside.
+func TestLeasesImportedFromBolt(t *testing.T) {
+	dir := t.TempDir()
+	old := filepath.Join(dir, "leases.db")
+	db, err := bolt.Open(old, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("leases"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("k"), []byte(`{"network":"default","kind":"ipv4","ip":"192.168.122.9","prefix":24,"mac":"52:54:00:00:00:09","hostname":"vm9"}`))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second start finds nothing more to import
+		s, err := newNetServices(dir, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls, err := s.leases.List("default")
+		s.leases.Close()
+		if err != nil || len(ls) != 1 || ls[0].Hostname != "vm9" {
+			t.Fatalf("leases after import: %+v, %v", ls, err)
+		}
+	}
+	if _, err := os.Stat(old + ".imported"); err != nil {
+		t.Error(err)
 	}
 }

@@ -101,7 +101,7 @@ func newLab(t *testing.T, dad bool) *lab {
 
 	l.net = l.fresh()
 	var err error
-	l.store, err = leases.Open(filepath.Join(t.TempDir(), "leases.db"))
+	l.store, err = leases.Open(filepath.Join(t.TempDir(), "leases.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

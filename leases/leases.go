@@ -2,21 +2,22 @@
 // DHCP servers. The DHCP server writes it; the DNS server and the daemon
 // (net-dhcp-leases) read it.
 //
-// Leases live in one bbolt bucket, keyed by network + "\x00" + the 16-byte
-// form of the address, so that the leases of a network are a prefix scan.
-// Values are JSON. Writes are reported done only once they are fsync'd.
-// They go through one committer goroutine in the order they were submitted:
-// everything submitted while a commit is running goes into the next one
-// (group commit), so durability costs one fsync per batch, not per lease,
-// and no fixed batching delay is added at low load.
+// The leases are held in memory and kept in a log file (log.go): every
+// change is appended to it and fdatasync'd before it is reported done and
+// before readers see it. Writes go through one committer goroutine in the
+// order they were submitted: everything submitted while a commit is
+// running goes into the next one (group commit), so durability costs one
+// write and one fdatasync per batch, not per lease, and no fixed batching
+// delay is added at low load.
 package leases
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -25,8 +26,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Kind is the address family of a lease.
@@ -50,16 +49,6 @@ func (k Kind) String() string {
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
 
-func parseKind(s string) (Kind, error) {
-	switch s {
-	case "ipv4":
-		return V4, nil
-	case "ipv6":
-		return V6, nil
-	}
-	return 0, fmt.Errorf("unknown lease kind %q", s)
-}
-
 // Lease is one DHCP lease.
 type Lease struct {
 	Network  string
@@ -81,13 +70,22 @@ func (l Lease) Expired(now time.Time) bool {
 	return !l.Expiry.IsZero() && l.Expiry.Before(now)
 }
 
-var bucketLeases = []byte("leases")
-
 // Store is the lease database. It is safe for concurrent use.
 type Store struct {
-	db *bolt.DB
+	path     string
+	repaired string
 
-	mu       sync.Mutex
+	// The log and what the committer knows of it; only the committer (or
+	// Open, before it starts) touches them.
+	f          *os.File
+	size       int64 // bytes in the log
+	live       int64 // bytes of the put records of the live leases
+	compactMin int64 // the log is never rewritten below this size
+	broken     error // a failed write that could not be undone
+	buf        []byte
+
+	mu       sync.RWMutex
+	nets     map[string]map[netip.Addr]entry
 	closed   bool
 	watchers map[string]map[*watcher]struct{}
 
@@ -98,8 +96,15 @@ type Store struct {
 	wake    chan struct{} // one pending signal to the committer
 	stopped chan struct{} // closed when the committer has returned
 
-	// txHook, when set (tests), is called inside every write transaction.
-	txHook func(*bolt.Tx)
+	// commitHook, when set (tests), is called with the number of changes
+	// in every append to the log.
+	commitHook func(changes int)
+}
+
+// entry is a live lease and the size of its put record in the log.
+type entry struct {
+	lease Lease
+	size  int64
 }
 
 // Changes is one atomic write: leases to store (replacing the lease of the
@@ -121,15 +126,17 @@ type Key struct {
 var ErrClosed = errors.New("lease store closed")
 
 type pending struct {
-	puts     []putRecord
-	dels     [][]byte
+	puts     []Lease // normalised
+	sizes    []int64 // of the puts' records, once encoded
+	dels     []Key
+	drops    []string // networks whose leases all go
 	networks []string
 	changes  Changes // as submitted, for the watchers' filters
 	done     func(error)
-}
-
-type putRecord struct {
-	key, value []byte
+	// plan, when set, decides the deletes and drops from the leases at
+	// commit time (Sweep, DeleteNetwork); such a write is committed on
+	// its own, after everything submitted before it.
+	plan func(s *Store, p *pending)
 }
 
 type watcher struct {
@@ -137,36 +144,140 @@ type watcher struct {
 	relevant func(Changes) bool // nil: every change
 }
 
-// Open opens (creating if needed) the lease database at path. The parent
-// directory is created with mode 0700.
+// compactMin is the size below which the log is never rewritten.
+const compactMin = 1 << 20
+
+// lockWait is how long Open waits for another process's lock (a variable
+// for tests).
+var lockWait = 2 * time.Second
+
+// Open opens (creating if needed) the lease log at path and replays it. The
+// parent directory is created with mode 0700. A record cut short by a
+// crash while it was being written (it was never reported durable, so no
+// client was acknowledged it) is cut off the end; Repaired says so. The
+// file is locked: a second vnetd on the same state directory fails here.
 func Open(path string) (*Store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lease store dir: %w", err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("lease store %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketLeases)
-		return err
-	})
-	if err != nil {
-		db.Close()
 		return nil, fmt.Errorf("lease store %s: %w", path, err)
 	}
 	s := &Store{
-		db:       db,
-		watchers: map[string]map[*watcher]struct{}{},
-		wake:     make(chan struct{}, 1),
-		stopped:  make(chan struct{}),
+		path:       path,
+		f:          f,
+		compactMin: compactMin,
+		nets:       map[string]map[netip.Addr]entry{},
+		watchers:   map[string]map[*watcher]struct{}{},
+		wake:       make(chan struct{}, 1),
+		stopped:    make(chan struct{}),
+	}
+	if err := s.load(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lease store %s: %w", path, err)
 	}
 	go s.commitLoop()
 	return s, nil
 }
 
-// Close closes the database and every Watch channel. Writes already
-// submitted are committed first; later ones fail with ErrClosed.
+// Repaired describes the damaged tail Open cut off the log; "" if none.
+func (s *Store) Repaired() string { return s.repaired }
+
+// load locks the log, replays it, cuts a torn tail and rewrites the log if
+// it is mostly dead records.
+func (s *Store) load() error {
+	if err := lockFile(s.f, lockWait); err != nil {
+		return err
+	}
+	data, err := io.ReadAll(s.f)
+	if err != nil {
+		return err
+	}
+	if len(data) == 0 {
+		if _, err := s.f.Write([]byte(logMagic)); err != nil {
+			return err
+		}
+		if err := s.f.Sync(); err != nil {
+			return err
+		}
+		s.size = int64(len(logMagic))
+		return syncDir(filepath.Dir(s.path))
+	}
+	if len(data) < len(logMagic) || string(data[:len(logMagic)]) != logMagic {
+		return errors.New("not a vnetd lease log (bad header); move it away to start with no leases")
+	}
+	good, why := scanLog(data, len(logMagic), s.replay)
+	s.size = int64(good)
+	if good < len(data) {
+		if err := s.f.Truncate(int64(good)); err != nil {
+			return fmt.Errorf("cutting the damaged tail: %w", err)
+		}
+		if err := s.f.Sync(); err != nil {
+			return err
+		}
+		s.repaired = fmt.Sprintf("cut %d bytes off the end of the lease log: %v", len(data)-good, why)
+	}
+	if _, err := s.f.Seek(0, io.SeekEnd); err != nil {
+		return err
+	}
+	if s.wantCompaction() {
+		if err := s.compact(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replay applies one record read back from the log.
+func (s *Store) replay(r *record) {
+	switch r.op {
+	case opPut:
+		s.put(r.lease, r.size)
+	case opDel:
+		s.del(r.network, r.ip)
+	case opDrop:
+		s.drop(r.network)
+	}
+}
+
+// put, del and drop change the leases in memory; the caller holds s.mu
+// for writing (or is Open, before anyone else can see s).
+// size is that of l's record in the log.
+func (s *Store) put(l Lease, size int64) {
+	m := s.nets[l.Network]
+	if m == nil {
+		m = map[netip.Addr]entry{}
+		s.nets[l.Network] = m
+	}
+	if old, ok := m[l.IP]; ok {
+		s.live -= old.size
+	}
+	m[l.IP] = entry{lease: l, size: size}
+	s.live += size
+}
+
+func (s *Store) del(network string, ip netip.Addr) {
+	m := s.nets[network]
+	if old, ok := m[ip]; ok {
+		s.live -= old.size
+		delete(m, ip)
+		if len(m) == 0 {
+			delete(s.nets, network)
+		}
+	}
+}
+
+func (s *Store) drop(network string) {
+	for _, e := range s.nets[network] {
+		s.live -= e.size
+	}
+	delete(s.nets, network)
+}
+
+// Close commits the writes already submitted, then closes the log and every
+// Watch channel; later writes fail with ErrClosed.
 func (s *Store) Close() error {
 	s.qmu.Lock()
 	already := s.qclosed
@@ -177,6 +288,7 @@ func (s *Store) Close() error {
 	}
 	<-s.stopped
 	s.mu.Lock()
+	wasClosed := s.closed
 	s.closed = true
 	for _, ws := range s.watchers {
 		for w := range ws {
@@ -185,77 +297,13 @@ func (s *Store) Close() error {
 	}
 	s.watchers = map[string]map[*watcher]struct{}{}
 	s.mu.Unlock()
-	if err := s.db.Close(); err != nil {
+	if wasClosed {
+		return nil
+	}
+	if err := s.f.Close(); err != nil {
 		return fmt.Errorf("closing lease store: %w", err)
 	}
 	return nil
-}
-
-// record is the on-disk form of a Lease.
-type record struct {
-	Network  string `json:"network"`
-	Kind     string `json:"kind"`
-	IP       string `json:"ip"`
-	Prefix   int    `json:"prefix,omitempty"`
-	MAC      string `json:"mac,omitempty"`
-	ClientID string `json:"client_id,omitempty"`
-	DUID     string `json:"duid,omitempty"`
-	IAID     uint32 `json:"iaid,omitempty"`
-	Hostname string `json:"hostname,omitempty"`
-	Expiry   string `json:"expiry,omitempty"` // RFC 3339; "" = infinite
-}
-
-func encode(l Lease) ([]byte, error) {
-	r := record{
-		Network:  l.Network,
-		Kind:     l.Kind.String(),
-		IP:       l.IP.String(),
-		Prefix:   l.Prefix,
-		ClientID: l.ClientID,
-		DUID:     l.DUID,
-		IAID:     l.IAID,
-		Hostname: l.Hostname,
-	}
-	if len(l.MAC) > 0 {
-		r.MAC = l.MAC.String()
-	}
-	if !l.Expiry.IsZero() {
-		r.Expiry = l.Expiry.UTC().Format(time.RFC3339Nano)
-	}
-	return json.Marshal(r)
-}
-
-func decode(data []byte) (Lease, error) {
-	var r record
-	if err := json.Unmarshal(data, &r); err != nil {
-		return Lease{}, err
-	}
-	l := Lease{
-		Network:  r.Network,
-		Prefix:   r.Prefix,
-		ClientID: r.ClientID,
-		DUID:     r.DUID,
-		IAID:     r.IAID,
-		Hostname: r.Hostname,
-	}
-	var err error
-	if l.Kind, err = parseKind(r.Kind); err != nil {
-		return Lease{}, err
-	}
-	if l.IP, err = netip.ParseAddr(r.IP); err != nil {
-		return Lease{}, err
-	}
-	if r.MAC != "" {
-		if l.MAC, err = net.ParseMAC(r.MAC); err != nil {
-			return Lease{}, err
-		}
-	}
-	if r.Expiry != "" {
-		if l.Expiry, err = time.Parse(time.RFC3339Nano, r.Expiry); err != nil {
-			return Lease{}, err
-		}
-	}
-	return l, nil
 }
 
 func checkNetwork(network string) error {
@@ -268,8 +316,8 @@ func checkNetwork(network string) error {
 	return nil
 }
 
-// normalize validates l and returns it with its address in canonical form
-// (IPv4 unmapped, no zone).
+// normalize validates l and returns it in canonical form: IPv4 unmapped,
+// no zone, expiry in UTC.
 func normalize(l Lease) (Lease, error) {
 	if err := checkNetwork(l.Network); err != nil {
 		return l, err
@@ -291,17 +339,15 @@ func normalize(l Lease) (Lease, error) {
 	default:
 		return l, fmt.Errorf("lease %s: invalid kind %v", l.IP, l.Kind)
 	}
+	if l.Prefix < 0 || l.Prefix > 128 {
+		return l, fmt.Errorf("lease %s: prefix length %d", l.IP, l.Prefix)
+	}
 	l.IP = ip
+	if !l.Expiry.IsZero() {
+		// As the log keeps it: what is read back equals what was put.
+		l.Expiry = l.Expiry.UTC()
+	}
 	return l, nil
-}
-
-func networkPrefix(network string) []byte {
-	return append([]byte(network), 0)
-}
-
-func key(network string, ip netip.Addr) []byte {
-	a := ip.As16()
-	return append(networkPrefix(network), a[:]...)
 }
 
 // Put stores l, replacing any lease of the same network and address. It
@@ -339,10 +385,14 @@ func (s *Store) Apply(c Changes, done func(error)) {
 		return
 	}
 	p.done, p.changes = done, c
+	s.submit(p)
+}
+
+func (s *Store) submit(p pending) {
 	s.qmu.Lock()
 	if s.qclosed {
 		s.qmu.Unlock()
-		done(ErrClosed)
+		p.done(ErrClosed)
 		return
 	}
 	s.queue = append(s.queue, p)
@@ -350,14 +400,11 @@ func (s *Store) Apply(c Changes, done func(error)) {
 	s.signal()
 }
 
-// prepare validates and encodes c outside the commit, so that a bad lease
-// fails alone and the committer only copies bytes.
+// prepare validates c outside the commit, so that a bad lease fails alone.
 func prepare(c Changes) (pending, error) {
 	var p pending
-	seen := map[string]bool{}
 	addNetwork := func(n string) {
-		if !seen[n] {
-			seen[n] = true
+		if !slices.Contains(p.networks, n) {
 			p.networks = append(p.networks, n)
 		}
 	}
@@ -368,7 +415,7 @@ func prepare(c Changes) (pending, error) {
 		if !k.IP.IsValid() {
 			return p, fmt.Errorf("deleting lease of %s: no IP address", k.Network)
 		}
-		p.dels = append(p.dels, key(k.Network, k.IP))
+		p.dels = append(p.dels, Key{Network: k.Network, IP: k.IP.WithZone("").Unmap()})
 		addNetwork(k.Network)
 	}
 	for _, l := range c.Put {
@@ -376,11 +423,9 @@ func prepare(c Changes) (pending, error) {
 		if err != nil {
 			return p, fmt.Errorf("storing lease: %w", err)
 		}
-		data, err := encode(l)
-		if err != nil {
-			return p, fmt.Errorf("storing lease %s/%s: %w", l.Network, l.IP, err)
-		}
-		p.puts = append(p.puts, putRecord{key: key(l.Network, l.IP), value: data})
+		// The caller keeps its slice; the store keeps its own.
+		l.MAC = bytes.Clone(l.MAC)
+		p.puts = append(p.puts, l)
 		addNetwork(l.Network)
 	}
 	return p, nil
@@ -393,9 +438,9 @@ func (s *Store) signal() {
 	}
 }
 
-// commitLoop is the committer: it writes whatever is queued in one
-// transaction, reports, and repeats; it returns once the queue is closed
-// and drained.
+// commitLoop is the committer: it writes whatever is queued with one
+// append, reports, and repeats; it returns once the queue is closed and
+// drained.
 func (s *Store) commitLoop() {
 	defer close(s.stopped)
 	var batch []pending
@@ -411,63 +456,179 @@ func (s *Store) commitLoop() {
 				}
 				break
 			}
-			s.commit(batch)
-			clear(batch) // drop the done funcs and records
+			// A planned write sees the leases as the writes before it
+			// left them, so it goes alone, after them.
+			for len(batch) > 0 {
+				n := 1
+				if batch[0].plan == nil {
+					for n < len(batch) && batch[n].plan == nil {
+						n++
+					}
+				}
+				s.commit(batch[:n])
+				clear(batch[:n]) // drop the done funcs and leases
+				batch = batch[n:]
+			}
+			batch = batch[:0]
 		}
 	}
 }
 
-// commit writes batch in one transaction. Should the transaction fail, each
-// write is tried alone, so that one bad write does not fail the others.
+// commit appends batch to the log, makes it durable, and only then applies
+// it to the leases readers see and reports it done.
 func (s *Store) commit(batch []pending) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if s.txHook != nil {
-			s.txHook(tx)
+	if p := &batch[0]; p.plan != nil {
+		p.plan(s, p)
+	}
+	buf := s.buf[:0]
+	for i := range batch {
+		p := &batch[i]
+		for _, n := range p.drops {
+			var start int
+			buf, start = beginFrame(buf)
+			buf = endFrame(appendDrop(buf, n), start)
 		}
-		b := tx.Bucket(bucketLeases)
-		for i := range batch {
-			if err := writeTx(b, &batch[i]); err != nil {
-				return err
-			}
+		for _, k := range p.dels {
+			var start int
+			buf, start = beginFrame(buf)
+			buf = endFrame(appendDel(buf, k.Network, k.IP), start)
 		}
-		return nil
-	})
-	if err != nil && len(batch) > 1 {
-		for i := range batch {
-			s.commit(batch[i : i+1])
+		p.sizes = p.sizes[:0]
+		for j := range p.puts {
+			before := len(buf)
+			buf = framePut(buf, &p.puts[j])
+			p.sizes = append(p.sizes, int64(len(buf)-before))
 		}
-		return
+	}
+	var err error
+	if len(buf) > 0 {
+		err = s.append(buf)
+		if s.commitHook != nil && err == nil {
+			s.commitHook(len(batch))
+		}
+	}
+	if cap(buf) <= 1<<20 {
+		s.buf = buf[:0] // keep a usual buffer, not a huge one
 	}
 	if err != nil {
 		err = fmt.Errorf("writing leases: %w", err)
-	} else {
-		changed := map[string][]*Changes{}
 		for i := range batch {
-			for _, n := range batch[i].networks {
-				changed[n] = append(changed[n], &batch[i].changes)
-			}
+			batch[i].done(err)
 		}
-		for n, cs := range changed {
-			s.notifyChanges(n, cs)
+		return
+	}
+	changed := map[string][]*Changes{}
+	s.mu.Lock()
+	for i := range batch {
+		p := &batch[i]
+		for _, n := range p.drops {
+			s.drop(n)
+		}
+		for _, k := range p.dels {
+			s.del(k.Network, k.IP)
+		}
+		for j, l := range p.puts {
+			s.put(l, p.sizes[j])
+		}
+		for _, n := range p.networks {
+			changed[n] = append(changed[n], &p.changes)
 		}
 	}
+	s.mu.Unlock()
+	for n, cs := range changed {
+		if batch[0].plan != nil {
+			// Sweeps and DeleteNetwork concern every reader.
+			s.notify(n)
+			continue
+		}
+		s.notifyChanges(n, cs)
+	}
 	for i := range batch {
-		batch[i].done(err)
+		batch[i].done(nil)
+	}
+	if s.wantCompaction() {
+		// A failed rewrite leaves the log as it was; try again once it
+		// has grown as much again.
+		if s.compact() != nil {
+			s.compactMin = 2 * s.size
+		}
 	}
 }
 
-func writeTx(b *bolt.Bucket, p *pending) error {
-	for _, k := range p.dels {
-		if err := b.Delete(k); err != nil {
-			return err
+// append writes b at the end of the log and makes it durable. On failure
+// it cuts the log back to where it was, so that the failed records are
+// never replayed; if even that fails, every later write fails too.
+func (s *Store) append(b []byte) error {
+	if s.broken != nil {
+		return s.broken
+	}
+	_, err := s.f.Write(b)
+	if err == nil {
+		err = fdatasync(s.f)
+	}
+	if err == nil {
+		s.size += int64(len(b))
+		return nil
+	}
+	if terr := s.f.Truncate(s.size); terr != nil {
+		s.broken = fmt.Errorf("lease log %s is damaged (a failed write could not be undone: %v), restart vnetd: %w", s.path, terr, err)
+	} else if _, serr := s.f.Seek(s.size, io.SeekStart); serr != nil {
+		s.broken = fmt.Errorf("lease log %s: %w", s.path, serr)
+	}
+	return err
+}
+
+// wantCompaction reports whether more than half of the log is dead records.
+func (s *Store) wantCompaction() bool {
+	return s.size > s.compactMin && s.size > 2*(s.live+int64(len(logMagic)))
+}
+
+// compact rewrites the log as the live leases alone: written to a new file,
+// made durable, then renamed over the log, so that a crash leaves one or
+// the other whole.
+func (s *Store) compact() error {
+	tmp := s.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("rewriting the lease log: %w", err)
+	}
+	buf := append(make([]byte, 0, s.live+int64(len(logMagic))), logMagic...)
+	for _, m := range s.nets {
+		for _, e := range m {
+			buf = framePut(buf, &e.lease)
 		}
 	}
-	for _, r := range p.puts {
-		if err := b.Put(r.key, r.value); err != nil {
-			return err
-		}
+	if _, err := f.Write(buf); err != nil {
+		return fail(err)
 	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	// The new file must hold the lock before it becomes the log.
+	if err := lockFile(f, 0); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		return fail(err)
+	}
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		// The rename happened; the old log is gone either way.
+		s.swap(f, int64(len(buf)))
+		return err
+	}
+	s.swap(f, int64(len(buf)))
 	return nil
+}
+
+func (s *Store) swap(f *os.File, size int64) {
+	s.f.Close()
+	s.f, s.size = f, size
+	s.f.Seek(size, io.SeekStart)
 }
 
 // List returns every lease of network, expired ones included, sorted by
@@ -476,63 +637,38 @@ func (s *Store) List(network string) ([]Lease, error) {
 	if err := checkNetwork(network); err != nil {
 		return nil, fmt.Errorf("listing leases: %w", err)
 	}
-	prefix := networkPrefix(network)
-	var out []Lease
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketLeases).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			l, err := decode(v)
-			if err != nil {
-				return fmt.Errorf("lease record %q: %w", k, err)
-			}
-			out = append(out, l)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("listing leases of %s: %w", network, err)
+	s.mu.RLock()
+	m := s.nets[network]
+	out := make([]Lease, 0, len(m))
+	for _, e := range m {
+		l := e.lease
+		l.MAC = bytes.Clone(l.MAC) // the caller's to keep
+		out = append(out, l)
 	}
+	s.mu.RUnlock()
 	slices.SortFunc(out, func(a, b Lease) int { return a.IP.Compare(b.IP) })
 	return out, nil
 }
 
 // Sweep deletes the leases of every network that expired before now and
-// returns how many it deleted.
+// returns how many it deleted, once that is durable.
 func (s *Store) Sweep(now time.Time) (int, error) {
-	changed := map[string]bool{}
 	var n int
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		clear(changed)
-		n = 0
-		b := tx.Bucket(bucketLeases)
-		var expired [][]byte
-		err := b.ForEach(func(k, v []byte) error {
-			l, err := decode(v)
-			if err != nil {
-				return fmt.Errorf("lease record %q: %w", k, err)
-			}
-			if l.Expired(now) {
-				expired = append(expired, bytes.Clone(k))
-				changed[l.Network] = true
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range expired {
-			if err := b.Delete(k); err != nil {
-				return err
+	err := s.planned(func(s *Store, p *pending) {
+		for network, m := range s.nets {
+			for ip, e := range m {
+				if e.lease.Expired(now) {
+					p.dels = append(p.dels, Key{Network: network, IP: ip})
+					if !slices.Contains(p.networks, network) {
+						p.networks = append(p.networks, network)
+					}
+				}
 			}
 		}
-		n = len(expired)
-		return nil
+		n = len(p.dels)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("sweeping expired leases: %w", err)
-	}
-	for network := range changed {
-		s.notify(network)
 	}
 	return n, nil
 }
@@ -542,53 +678,34 @@ func (s *Store) DeleteNetwork(network string) error {
 	if err := checkNetwork(network); err != nil {
 		return fmt.Errorf("deleting leases: %w", err)
 	}
-	prefix := networkPrefix(network)
-	var n int
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketLeases)
-		var keys [][]byte
-		c := b.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			keys = append(keys, bytes.Clone(k))
+	err := s.planned(func(s *Store, p *pending) {
+		if len(s.nets[network]) > 0 {
+			p.drops, p.networks = []string{network}, []string{network}
 		}
-		for _, k := range keys {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		n = len(keys)
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("deleting leases of %s: %w", network, err)
 	}
-	if n > 0 {
-		s.notify(network)
-	}
 	return nil
+}
+
+// planned commits the write plan decides at commit time and waits for it.
+// It wakes every watcher of the networks it changes, filters or not.
+func (s *Store) planned(plan func(s *Store, p *pending)) error {
+	ch := make(chan error, 1)
+	s.submit(pending{
+		plan: plan,
+		done: func(err error) { ch <- err },
+	})
+	return <-ch
 }
 
 // Networks returns the names of the networks that have leases, sorted.
 func (s *Store) Networks() ([]string, error) {
-	var out []string
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketLeases).Cursor()
-		for k, _ := c.First(); k != nil; {
-			i := bytes.IndexByte(k, 0)
-			if i <= 0 {
-				return fmt.Errorf("malformed lease key %q", k)
-			}
-			out = append(out, string(k[:i]))
-			// Skip the rest of this network: its keys all sort below
-			// name + "\x01".
-			next := append([]byte(nil), k[:i]...)
-			k, _ = c.Seek(append(next, 1))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("listing lease networks: %w", err)
-	}
+	s.mu.RLock()
+	out := slices.Collect(maps.Keys(s.nets))
+	s.mu.RUnlock()
+	slices.Sort(out)
 	return out, nil
 }
 
