@@ -199,14 +199,21 @@ func (s *Store) load() error {
 	if err != nil {
 		return err
 	}
-	if len(data) == 0 {
-		if _, err := s.f.Write([]byte(logMagic)); err != nil {
+	if len(data) < len(logMagic) && strings.HasPrefix(logMagic, string(data)) {
+		// New, or its creation was cut short by a crash.
+		if err := s.f.Truncate(0); err != nil {
+			return err
+		}
+		if _, err := s.f.WriteAt([]byte(logMagic), 0); err != nil {
 			return err
 		}
 		if err := s.f.Sync(); err != nil {
 			return err
 		}
 		s.size = int64(len(logMagic))
+		if _, err := s.f.Seek(s.size, io.SeekStart); err != nil {
+			return err
+		}
 		return syncDir(filepath.Dir(s.path))
 	}
 	if len(data) < len(logMagic) || string(data[:len(logMagic)]) != logMagic {

@@ -318,3 +318,18 @@ func FuzzScanLog(f *testing.F) {
 		}
 	})
 }
+
+// A crash while the log was being created leaves part of its header: that
+// is a new, empty log, not a foreign file.
+func TestCreationCutShort(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases.log")
+	os.WriteFile(path, []byte(logMagic[:3]), 0o600)
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putAll(t, s, sampleLeases(t)[:1])
+	if got, _ := reopen(t, s, path).List("default"); len(got) != 1 {
+		t.Errorf("%d leases, want 1", len(got))
+	}
+}
