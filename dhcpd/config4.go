@@ -1,6 +1,7 @@
 package dhcpd
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/vnetd/vnetd/conf"
 )
 
@@ -70,6 +72,37 @@ type config4 struct {
 	// nextServer is siaddr: <bootp server>, else the bridge address when
 	// there is a <bootp> or <tftp root>; invalid: none.
 	nextServer netip.Addr
+	// opts are the options every OFFER and ACK carries, encoded once.
+	opts replyOpts4
+}
+
+// replyOpts4 are a configuration's reply options on the wire, in the two
+// runs that option 12 (per client) separates in code order.
+type replyOpts4 struct {
+	low      []byte  // 1 subnet mask, 3 router, 6 DNS server
+	high     []byte  // 15 domain, 26 MTU, 28 broadcast address
+	serverID [6]byte // 54
+}
+
+func (c *config4) encodeOpts() {
+	s := c.server.As4()
+	c.opts.serverID = [6]byte{dhcpv4.OptionServerIdentifier.Code(), 4, s[0], s[1], s[2], s[3]}
+	o := &c.opts
+	o.low = appendOpt4(nil, dhcpv4.OptionSubnetMask.Code(), []byte(c.mask))
+	if c.router {
+		o.low = appendOpt4(o.low, dhcpv4.OptionRouter.Code(), s[:])
+	}
+	if c.dns {
+		o.low = appendOpt4(o.low, dhcpv4.OptionDomainNameServer.Code(), s[:])
+	}
+	if c.domain != "" {
+		o.high = appendOpt4(o.high, dhcpv4.OptionDomainName.Code(), c.domain)
+	}
+	if c.mtu != 0 {
+		o.high = appendOpt4(o.high, dhcpv4.OptionInterfaceMTU.Code(), binary.BigEndian.AppendUint16(nil, c.mtu))
+	}
+	bc := c.broadcast.As4()
+	o.high = appendOpt4(o.high, dhcpv4.OptionBroadcastAddress.Code(), bc[:])
 }
 
 // dhcp4IP is the network's IPv4 <ip> that serves DHCP (libvirt allows one).
@@ -182,6 +215,7 @@ func newConfig4(n *conf.Network) (*config4, error) {
 	if ip.TFTPRoot != "" && !c.nextServer.IsValid() {
 		c.nextServer = c.server
 	}
+	c.encodeOpts()
 	return c, nil
 }
 

@@ -2,7 +2,6 @@ package dhcpd
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -153,23 +152,40 @@ func (h *Handler4) Leases() []leases.Lease {
 type client4 struct {
 	key      string // "id:" + client identifier, else "hw:" + MAC
 	mac      net.HardwareAddr
-	clientID string         // option 61 as "01:52:54:…"; "" if none
-	label    string         // sanitised option 12, "" if none
-	host     *host4         // matching static host, if any
-	req      *dhcpv4.DHCPv4 // the request
-	reqIP    netip.Addr     // option 50, invalid if absent
-	ciaddr   netip.Addr     // invalid if 0.0.0.0
-	serverID netip.Addr     // option 54, invalid if absent
+	clientID string     // option 61 as "01:52:54:…"; "" if none
+	label    string     // sanitised option 12, "" if none
+	host     *host4     // matching static host, if any
+	reqIP    netip.Addr // option 50, invalid if absent
+	ciaddr   netip.Addr // invalid if 0.0.0.0
+	serverID netip.Addr // option 54, invalid if absent
+	// What the reply takes of the request, copied: a pointer to it would
+	// move every request to the heap (escape analysis follows cl.key into
+	// the pool's maps, and everything else cl points to with it).
+	htype     iana.HWType
+	xid       dhcpv4.TransactionID
+	flags     uint16
+	id        []byte // option 61 as sent, nil if none
+	leaseOpt  []byte // option 51
+	wantsName bool   // option 12 is requested; known only with a host
 }
 
-// hexColon4 is b as lower-case hex bytes joined with ':' (dnsmasq's form).
-func hexColon4(b []byte) string {
+// hexKey4 is prefix then b as lower-case hex bytes joined with ':'
+// (dnsmasq's form), made in one allocation: a client's key is made for
+// every request.
+func hexKey4(prefix string, b []byte) string {
+	if len(b) == 0 {
+		return prefix
+	}
+	const digits = "0123456789abcdef"
 	var sb strings.Builder
+	sb.Grow(len(prefix) + 3*len(b) - 1)
+	sb.WriteString(prefix)
 	for i, c := range b {
 		if i > 0 {
 			sb.WriteByte(':')
 		}
-		sb.WriteString(hex.EncodeToString([]byte{c}))
+		sb.WriteByte(digits[c>>4])
+		sb.WriteByte(digits[c&0xf])
 	}
 	return sb.String()
 }
@@ -187,41 +203,31 @@ func ip4(ip net.IP) netip.Addr {
 	return a
 }
 
-// optIP4 is an option carrying exactly one IPv4 address.
-func optIP4(req *dhcpv4.DHCPv4, code dhcpv4.OptionCode) netip.Addr {
-	v := req.Options.Get(code)
-	if len(v) != 4 {
-		return netip.Addr{}
-	}
-	return ip4(net.IP(v))
-}
-
 var (
 	errNotRequest4 = errors.New("not a BOOTREQUEST")
 	errNotEther4   = errors.New("hardware type is not Ethernet with a 6-byte address")
 	errRelayed4    = errors.New("relayed request (giaddr set): vnetd serves its bridge only")
 	errNoType4     = errors.New("no DHCP message type (BOOTP is not served)")
+	errNoPacket4   = errors.New("no packet")
 )
 
 // check4 rejects what no request of a client on the bridge can look like.
-func check4(req *dhcpv4.DHCPv4) error {
+func check4(req *request4) error {
 	switch {
-	case req == nil || req.Options == nil:
-		return errors.New("no packet")
-	case req.OpCode != dhcpv4.OpcodeBootRequest:
+	case req.op != dhcpv4.OpcodeBootRequest:
 		return errNotRequest4
-	case req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6:
+	case req.htype != iana.HWTypeEthernet || len(req.chaddr) != 6:
 		return errNotEther4
-	case req.ClientHWAddr[0]&1 != 0 || isZero4(req.ClientHWAddr):
-		return fmt.Errorf("client hardware address %s is not unicast", req.ClientHWAddr)
-	case ip4(req.GatewayIPAddr).IsValid():
+	case req.chaddr[0]&1 != 0 || isZero4(req.chaddr):
+		return fmt.Errorf("client hardware address %s is not unicast", req.chaddr)
+	case req.relayed:
 		return errRelayed4
-	case len(req.Options.Get(dhcpv4.OptionDHCPMessageType)) != 1:
+	case len(req.opts.msgType) != 1:
 		return errNoType4
-	case len(req.Options.Get(dhcpv4.OptionClientIdentifier)) > maxClientID4:
+	case len(req.opts.clientID) > maxClientID4:
 		// Concatenated options (RFC 3396) could make it kilobytes, and
 		// every reply echoes it (RFC 6842).
-		return fmt.Errorf("client identifier of %d bytes, more than %d", len(req.Options.Get(dhcpv4.OptionClientIdentifier)), maxClientID4)
+		return fmt.Errorf("client identifier of %d bytes, more than %d", len(req.opts.clientID), maxClientID4)
 	}
 	return nil
 }
@@ -240,27 +246,45 @@ func isZero4(b []byte) bool {
 	return true
 }
 
-func (h *Handler4) client(req *dhcpv4.DHCPv4) *client4 {
+func (h *Handler4) client(req *request4) client4 {
 	cfg := h.pool.cfg
-	cl := &client4{
-		mac:      req.ClientHWAddr,
-		label:    hostLabel4(string(req.Options.Get(dhcpv4.OptionHostName))),
-		req:      req,
-		reqIP:    optIP4(req, dhcpv4.OptionRequestedIPAddress),
-		ciaddr:   ip4(req.ClientIPAddr),
-		serverID: optIP4(req, dhcpv4.OptionServerIdentifier),
+	cl := client4{
+		mac:      req.chaddr,
+		reqIP:    optIP4(req.opts.reqIP),
+		ciaddr:   req.ciaddr,
+		serverID: optIP4(req.opts.serverID),
+		htype:    req.htype,
+		xid:      req.xid,
+		flags:    req.flags,
+		id:       req.opts.clientID,
+		leaseOpt: req.opts.lease,
 	}
-	if id := req.Options.Get(dhcpv4.OptionClientIdentifier); len(id) > 0 {
-		cl.clientID = hexColon4(id)
-		cl.key = "id:" + cl.clientID
+	if len(req.opts.hostname) > 0 {
+		cl.label = hostLabel4(string(req.opts.hostname))
+	}
+	if id := req.opts.clientID; len(id) > 0 {
+		cl.key = hexKey4("id:", id)
+		cl.clientID = cl.key[len("id:"):]
 	} else {
-		cl.key = "hw:" + cl.mac.String()
+		cl.key = hexKey4("hw:", cl.mac)
 	}
 	cl.host = cfg.hostByMAC(cl.mac)
 	if cl.host == nil {
 		cl.host = cfg.hostByName(strings.ToLower(cl.label))
 	}
+	if cl.host != nil {
+		cl.wantsName = req.requested(dhcpv4.OptionHostName)
+	}
 	return cl
+}
+
+// decision4 is what Handler4 decided for one request: the reply (none when
+// not ok), the lease to store before it is sent (none: invalid IP), the
+// address whose lease to delete (invalid: none).
+type decision4 struct {
+	ans     answer4
+	commit  leases.Lease
+	release netip.Addr
 }
 
 // Handle decides what to do with one request at time now. resp is the reply
@@ -269,50 +293,68 @@ func (h *Handler4) client(req *dhcpv4.DHCPv4) *client4 {
 // address whose lease must be deleted from the store, then Settled. err
 // reports a malformed or unservable packet (counted as Dropped).
 func (h *Handler4) Handle(req *dhcpv4.DHCPv4, now time.Time) (resp *dhcpv4.DHCPv4, commit *leases.Lease, release *netip.Addr, err error) {
+	if req == nil || req.Options == nil {
+		h.stats.dropped.Add(1)
+		return nil, nil, nil, errNoPacket4
+	}
+	r := requestFrom4(req)
+	d, err := h.decide(&r, now)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if d.commit.IP.IsValid() {
+		commit = &d.commit
+	}
+	if d.release.IsValid() {
+		release = &d.release
+	}
+	return d.ans.message(), commit, release, nil
+}
+
+// decide is Handle on a request4: the server's way in.
+func (h *Handler4) decide(req *request4, now time.Time) (d decision4, err error) {
 	if err := check4(req); err != nil {
 		h.stats.dropped.Add(1)
-		return nil, nil, nil, err
+		return d, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	cl := h.client(req)
-	switch mt := req.MessageType(); mt {
+	switch mt := req.messageType(); mt {
 	case dhcpv4.MessageTypeDiscover:
 		h.stats.discover.Add(1)
-		resp, err = h.discover(cl, now)
+		d.ans, err = h.discover(&cl, now)
 	case dhcpv4.MessageTypeRequest:
 		h.stats.request.Add(1)
-		resp, commit, release, err = h.request(cl, now)
+		err = h.request(&cl, now, &d)
 	case dhcpv4.MessageTypeDecline:
 		h.stats.decline.Add(1)
-		release, err = h.decline(cl, now)
+		d.release, err = h.decline(&cl, now)
 	case dhcpv4.MessageTypeRelease:
 		h.stats.release.Add(1)
-		release, err = h.releaseMsg(cl)
+		d.release, err = h.releaseMsg(&cl)
 	case dhcpv4.MessageTypeInform:
 		h.stats.inform.Add(1)
-		resp, err = h.inform(cl)
+		d.ans, err = h.inform(&cl)
 	default:
 		err = fmt.Errorf("message type %s is not a client request", mt)
 	}
 	if err != nil {
 		h.stats.dropped.Add(1)
-		return nil, nil, nil, err
+		return decision4{}, err
 	}
-	if resp != nil {
-		switch resp.MessageType() {
-		case dhcpv4.MessageTypeOffer:
-			h.stats.offer.Add(1)
-		case dhcpv4.MessageTypeAck:
-			h.stats.ack.Add(1)
-		case dhcpv4.MessageTypeNak:
-			h.stats.nak.Add(1)
-		}
+	switch d.ans.mt {
+	case dhcpv4.MessageTypeOffer:
+		h.stats.offer.Add(1)
+	case dhcpv4.MessageTypeAck:
+		h.stats.ack.Add(1)
+	case dhcpv4.MessageTypeNak:
+		h.stats.nak.Add(1)
 	}
-	return resp, commit, release, nil
+	return d, nil
 }
 
-func (h *Handler4) discover(cl *client4, now time.Time) (*dhcpv4.DHCPv4, error) {
+func (h *Handler4) discover(cl *client4, now time.Time) (answer4, error) {
 	p := h.pool
 	a, ok := p.choose(cl, cl.reqIP, now)
 	if !ok {
@@ -320,34 +362,34 @@ func (h *Handler4) discover(cl *client4, now time.Time) (*dhcpv4.DHCPv4, error) 
 			h.stats.poolExhausted.Add(1)
 		}
 		// Static-only service and an unknown client: no offer, as dnsmasq.
-		return nil, nil
+		return answer4{}, nil
 	}
 	p.offer(cl, a, now)
 	return h.reply(cl, dhcpv4.MessageTypeOffer, a, h.leaseTime(cl, a)), nil
 }
 
-func (h *Handler4) request(cl *client4, now time.Time) (*dhcpv4.DHCPv4, *leases.Lease, *netip.Addr, error) {
+func (h *Handler4) request(cl *client4, now time.Time, d *decision4) error {
 	p := h.pool
 	if cl.serverID.IsValid() && cl.serverID != p.cfg.server {
 		// The client chose another server's offer.
 		p.dropOffer(cl.key)
-		return nil, nil, nil, nil
+		return nil
 	}
 	a := cl.reqIP
 	if !a.IsValid() {
 		a = cl.ciaddr
 	}
 	if !a.IsValid() {
-		return nil, nil, nil, errors.New("REQUEST with neither requested address nor ciaddr")
+		return errors.New("REQUEST with neither requested address nor ciaddr")
 	}
 	if !p.cfg.subnet.Contains(a) {
-		return h.nak(cl, fmt.Sprintf("address %s is not in subnet %s", a, p.cfg.subnet)), nil, nil, nil
+		d.ans = h.nak(cl, fmt.Sprintf("address %s is not in subnet %s", a, p.cfg.subnet))
+		return nil
 	}
 	if !p.allowed(cl, a, now) || p.atLeaseMax(cl, now) {
-		var release *netip.Addr
 		if b := p.bindings[a]; b != nil && b.key == cl.key {
 			p.unbind(a)
-			release = &a
+			d.release = a
 		}
 		msg := "address not available"
 		if s := p.hostAddr(cl, now); s.IsValid() && s != a {
@@ -355,10 +397,11 @@ func (h *Handler4) request(cl *client4, now time.Time) (*dhcpv4.DHCPv4, *leases.
 		} else if hr := p.cfg.hostByIP(a); hr != nil && hr != cl.host {
 			msg = "address reserved"
 		}
-		return h.nak(cl, msg), nil, release, nil
+		d.ans = h.nak(cl, msg)
+		return nil
 	}
 	secs := h.leaseTime(cl, a)
-	l := leases.Lease{
+	d.commit = leases.Lease{
 		Network:  p.cfg.network,
 		Kind:     leases.V4,
 		IP:       a,
@@ -368,6 +411,7 @@ func (h *Handler4) request(cl *client4, now time.Time) (*dhcpv4.DHCPv4, *leases.
 		Hostname: cl.label,
 		Expiry:   leaseExpiry4(now, secs),
 	}
+	l := &d.commit
 	if cl.host != nil && cl.host.ip == a && cl.host.label != "" {
 		l.Hostname = cl.host.label
 	}
@@ -376,21 +420,19 @@ func (h *Handler4) request(cl *client4, now time.Time) (*dhcpv4.DHCPv4, *leases.
 			l.Hostname = b.lease.Hostname
 		}
 	}
-	var release *netip.Addr
-	if moved := p.bind(cl.key, l); moved.IsValid() {
-		release = &moved
-	}
-	return h.reply(cl, dhcpv4.MessageTypeAck, a, secs), &l, release, nil
+	d.release = p.bind(cl.key, *l)
+	d.ans = h.reply(cl, dhcpv4.MessageTypeAck, a, secs)
+	return nil
 }
 
-func (h *Handler4) decline(cl *client4, now time.Time) (*netip.Addr, error) {
+func (h *Handler4) decline(cl *client4, now time.Time) (netip.Addr, error) {
 	p := h.pool
 	if cl.serverID.IsValid() && cl.serverID != p.cfg.server {
-		return nil, nil
+		return netip.Addr{}, nil
 	}
 	a := cl.reqIP
 	if !a.IsValid() {
-		return nil, errors.New("DECLINE without requested address")
+		return netip.Addr{}, errors.New("DECLINE without requested address")
 	}
 	b := p.bindings[a]
 	mine := b != nil && b.key == cl.key
@@ -399,36 +441,36 @@ func (h *Handler4) decline(cl *client4, now time.Time) (*netip.Addr, error) {
 		p.dropOffer(cl.key)
 	}
 	if !mine {
-		return nil, nil
+		return netip.Addr{}, nil
 	}
 	p.declined[a] = now.Add(declineHold4)
 	if b != nil && b.key == cl.key {
 		p.unbind(a)
 		delete(p.hints, cl.key)
-		return &a, nil
+		return a, nil
 	}
-	return nil, nil
+	return netip.Addr{}, nil
 }
 
-func (h *Handler4) releaseMsg(cl *client4) (*netip.Addr, error) {
+func (h *Handler4) releaseMsg(cl *client4) (netip.Addr, error) {
 	p := h.pool
 	if cl.serverID.IsValid() && cl.serverID != p.cfg.server {
-		return nil, nil
+		return netip.Addr{}, nil
 	}
 	a := cl.ciaddr
 	if !a.IsValid() {
-		return nil, errors.New("RELEASE without ciaddr")
+		return netip.Addr{}, errors.New("RELEASE without ciaddr")
 	}
 	if b := p.bindings[a]; b == nil || b.key != cl.key {
-		return nil, nil
+		return netip.Addr{}, nil
 	}
 	p.unbind(a)
-	return &a, nil
+	return a, nil
 }
 
-func (h *Handler4) inform(cl *client4) (*dhcpv4.DHCPv4, error) {
+func (h *Handler4) inform(cl *client4) (answer4, error) {
 	if !cl.ciaddr.IsValid() || !h.pool.cfg.subnet.Contains(cl.ciaddr) {
-		return nil, errors.New("INFORM without a ciaddr in the subnet")
+		return answer4{}, errors.New("INFORM without a ciaddr in the subnet")
 	}
 	return h.reply(cl, dhcpv4.MessageTypeAck, netip.Addr{}, 0), nil
 }
@@ -438,7 +480,7 @@ func (h *Handler4) inform(cl *client4) (*dhcpv4.DHCPv4, error) {
 // 2 minutes) gets it, as with dnsmasq.
 func (h *Handler4) leaseTime(cl *client4, a netip.Addr) uint32 {
 	secs := h.pool.cfg.leaseFor(a, cl.host)
-	if v := cl.req.Options.Get(dhcpv4.OptionIPAddressLeaseTime); len(v) == 4 {
+	if v := cl.leaseOpt; len(v) == 4 {
 		want := binary.BigEndian.Uint32(v)
 		if want < minRequestedLease4 {
 			want = minRequestedLease4

@@ -279,7 +279,11 @@ func (p *pool4) bind(key string, l leases.Lease) netip.Addr {
 		}
 		p.hint(b.key, l.IP)
 	}
-	p.bindings[l.IP] = &binding4{key: key, lease: l}
+	if b := p.bindings[l.IP]; b != nil && b.key == key {
+		b.lease = l // a renewal
+	} else {
+		p.bindings[l.IP] = &binding4{key: key, lease: l}
+	}
 	p.byKey[key] = l.IP
 	p.gen++
 	p.dropOffer(key)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -82,6 +81,7 @@ type Server4 struct {
 	// each worker have one, in their replyBatch.
 	newSender func() func(frames [][]byte, macs []net.HardwareAddr) []error
 	replies   replyBatch // the replier's
+	pending   sync.Pool  // of *pending4
 }
 
 // New4 makes the server of cfg.Network's IPv4 DHCP <ip>, with the leases of
@@ -237,9 +237,11 @@ func (s *Server4) Stats() Stats4 {
 }
 
 func (s *Server4) read(ctx context.Context) {
+	recv := datagramReader4(s.udp)
 	buf := make([]byte, maxPacket4)
+	var slab slab4
 	for {
-		n, _, err := s.udp.ReadFrom(buf)
+		n, err := recv(buf)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -252,7 +254,7 @@ func (s *Server4) read(ctx context.Context) {
 			}
 			continue
 		}
-		b := append([]byte(nil), buf[:n]...)
+		b := slab.copy(buf[:n])
 		q := s.queues[shard4(b, len(s.queues))]
 		if !q.push(b) {
 			s.h.stats.overflow.Add(1)
@@ -261,21 +263,66 @@ func (s *Server4) read(ctx context.Context) {
 	}
 }
 
+// datagramReader4 reads one datagram from c. The sender's address is not
+// needed (replies go by the request's fields): ReadFrom allocated it for
+// every packet.
+func datagramReader4(c net.PacketConn) func([]byte) (int, error) {
+	if r, ok := c.(interface{ Read([]byte) (int, error) }); ok {
+		return r.Read
+	}
+	return func(b []byte) (int, error) {
+		n, _, err := c.ReadFrom(b)
+		return n, err
+	}
+}
+
+// slab4 copies the reader's datagrams into blocks, each datagram its own
+// slice that the request and its reply alias until the reply is sent: one
+// allocation for dozens of requests instead of one each. A block is
+// collected once nothing in it is referenced; no lease keeps a slice of a
+// request.
+type slab4 struct{ free []byte }
+
+// slabLen4 is the block size, within the allocator's small size classes:
+// 64 KiB blocks, allocated as large objects, saved nothing more.
+const slabLen4 = 16 << 10
+
+// copy returns a copy of p.
+func (s *slab4) copy(p []byte) []byte {
+	if len(p) > len(s.free) {
+		if len(p) > slabLen4/4 {
+			return append([]byte(nil), p...)
+		}
+		s.free = make([]byte, slabLen4)
+	}
+	b := s.free[:len(p):len(p)]
+	s.free = s.free[len(p):]
+	copy(b, p)
+	return b
+}
+
 // shard4 picks the worker, of n, of a packet from its client hardware
-// address.
+// address (FNV-1a, inline: hash/fnv allocated).
 func shard4(b []byte, n int) int {
 	if len(b) < 34 {
 		return 0
 	}
-	f := fnv.New32a()
-	f.Write(b[28:34])
-	return int(f.Sum32() % uint32(n))
+	return int(fnv32a4(2166136261, b[28:34]) % uint32(n))
 }
 
-// serve handles one packet: decide, persist, then reply.
-// serve handles one datagram. Replies that need no store write (OFFERs,
-// NAKs) are queued in rb to go out with the worker's others; nil rb sends
-// them at once.
+// fnv32a4 continues the 32-bit FNV-1a hash h over b.
+func fnv32a4[T []byte | string](h uint32, b T) uint32 {
+	for i := 0; i < len(b); i++ {
+		h ^= uint32(b[i])
+		h *= 16777619
+	}
+	return h
+}
+
+// serve handles one datagram: decide, persist, then reply. Replies that
+// need no store write (OFFERs, NAKs) are queued in rb to go out with the
+// worker's others; nil rb sends them at once. b must stay unchanged until
+// its reply is sent: the request aliases it.
 func (s *Server4) serve(ctx context.Context, b []byte, rb *replyBatch) {
 	defer func() {
 		// Never expected (FuzzHandle4), but one bad packet must not take
@@ -285,63 +332,103 @@ func (s *Server4) serve(ctx context.Context, b []byte, rb *replyBatch) {
 			s.log.Error("DHCPv4 packet handling panicked", "panic", r)
 		}
 	}()
-	req, err := dhcpv4.FromBytes(b)
-	if err != nil {
+	var req request4
+	if err := parseRequest4(b, &req); err != nil {
 		s.h.stats.dropped.Add(1)
 		s.log.Debug("DHCPv4 malformed packet dropped", "err", err)
 		return
 	}
-	if s.log.Enabled(ctx, slog.LevelDebug) {
-		s.log.Debug("DHCPv4 request", "type", req.MessageType().String(), "mac", req.ClientHWAddr.String(),
-			"ciaddr", req.ClientIPAddr, "requested", req.RequestedIPAddress(), "server", req.ServerIdentifier(),
-			"broadcast", req.IsBroadcast(), "hostname", req.HostName())
+	debug := s.log.Enabled(ctx, slog.LevelDebug)
+	if debug {
+		s.log.Debug("DHCPv4 request", "type", req.messageType().String(), "mac", req.chaddr.String(),
+			"ciaddr", req.ciaddrRaw, "requested", logIP4(req.opts.reqIP), "server", logIP4(req.opts.serverID),
+			"broadcast", req.isBroadcast(), "hostname", req.hostName())
 	}
-	resp, commit, submitted, err := s.decideAndSubmit(req)
+	d, submitted, err := s.decideAndSubmit(&req)
 	switch {
 	case err != nil:
-		s.log.Debug("DHCPv4 packet dropped", "mac", req.ClientHWAddr.String(), "err", err)
+		if debug {
+			s.log.Debug("DHCPv4 packet dropped", "mac", req.chaddr.String(), "err", err)
+		}
 	case !submitted && rb != nil:
-		s.queueReply(rb, req, resp, commit)
+		s.queueReply(rb, &req, &d.ans, nil)
 	case !submitted:
-		s.answer(req, resp, commit)
+		s.answer(&req, &d.ans, nil)
 	}
 }
 
 // decideAndSubmit handles req and submits its store write, under s.decide
 // so that the store commits writes in decision order. When it submitted a
 // write, the answer goes out from the write's completion.
-func (s *Server4) decideAndSubmit(req *dhcpv4.DHCPv4) (resp *dhcpv4.DHCPv4, commit *leases.Lease, submitted bool, err error) {
+func (s *Server4) decideAndSubmit(req *request4) (d decision4, submitted bool, err error) {
 	s.decide.Lock()
 	defer s.decide.Unlock()
-	resp, commit, release, err := s.h.Handle(req, s.now())
-	if err != nil || (commit == nil && release == nil) {
-		return resp, commit, false, err
+	d, err = s.h.decide(req, s.now())
+	if err != nil || (!d.commit.IP.IsValid() && !d.release.IsValid()) {
+		return d, false, err
 	}
 	var c leases.Changes
-	if commit != nil {
-		c.Put = []leases.Lease{*commit}
+	if d.commit.IP.IsValid() {
+		c.Put = []leases.Lease{d.commit}
 	}
-	if release != nil {
-		c.Delete = []leases.Key{{Network: s.cfg.Network.Name, IP: *release}}
+	if d.release.IsValid() {
+		c.Delete = []leases.Key{{Network: s.cfg.Network.Name, IP: d.release}}
 	}
+	p := s.newPending()
+	p.c = completion4{req: *req, ans: d.ans, commit: d.commit, release: d.release}
 	s.inflight.Add(1)
-	s.cfg.Store.Apply(c, func(err error) {
-		if release != nil {
-			// Only now may the address go to someone else.
-			s.h.Settle(*release)
-		}
-		s.done4.push(completion4{req: req, resp: resp, commit: commit, release: release, err: err})
-		s.inflight.Done()
-	})
-	return resp, commit, true, nil
+	s.cfg.Store.Apply(c, p.done)
+	return d, true, nil
 }
 
 // completion4 is a request whose store write finished.
 type completion4 struct {
-	req, resp *dhcpv4.DHCPv4
-	commit    *leases.Lease
-	release   *netip.Addr
-	err       error
+	req     request4
+	ans     answer4
+	commit  leases.Lease // none: invalid IP
+	release netip.Addr   // invalid: none
+	err     error
+}
+
+func (c *completion4) committed() *leases.Lease { return committed4(&c.commit) }
+
+func committed4(l *leases.Lease) *leases.Lease {
+	if !l.IP.IsValid() {
+		return nil
+	}
+	return l
+}
+
+// pending4 is a store write in flight and what to do once it is done.
+// They are recycled (Server4.pending), each with its done made once: a
+// closure per write was an allocation per ACK.
+type pending4 struct {
+	s    *Server4
+	c    completion4
+	done func(error)
+}
+
+func (s *Server4) newPending() *pending4 {
+	if p, _ := s.pending.Get().(*pending4); p != nil {
+		return p
+	}
+	p := &pending4{s: s}
+	p.done = p.finish
+	return p
+}
+
+// finish is the store's done: the completion goes to the replier.
+func (p *pending4) finish(err error) {
+	s := p.s
+	if p.c.release.IsValid() {
+		// Only now may the address go to someone else.
+		s.h.Settle(p.c.release)
+	}
+	p.c.err = err
+	s.done4.push(p.c)
+	p.c = completion4{}
+	s.pending.Put(p)
+	s.inflight.Done()
 }
 
 // reply answers the requests whose leases are durable (or reports why
@@ -364,7 +451,7 @@ func (s *Server4) reply() {
 func (s *Server4) completeChunk(cs []completion4) {
 	for i := range cs {
 		if c := &cs[i]; s.settled(c) {
-			s.queueReply(&s.replies, c.req, c.resp, c.commit)
+			s.queueReply(&s.replies, &c.req, &c.ans, c.committed())
 		}
 	}
 	s.flush(&s.replies)
@@ -372,27 +459,34 @@ func (s *Server4) completeChunk(cs []completion4) {
 
 // reply4 is a reply waiting in a replyBatch.
 type reply4 struct {
-	req, resp *dhcpv4.DHCPv4
-	commit    *leases.Lease
+	req    request4
+	ans    answer4
+	commit leases.Lease // none: invalid IP
 }
 
 // replyBatch collects one goroutine's replies so that they go out with one
 // sendmmsg: at thousands of replies a second, one sendto each was a fifth
-// of the server's CPU.
+// of the server's CPU. Their frames are encoded into one arena, reused
+// once they are sent.
 type replyBatch struct {
 	send   func(frames [][]byte, macs []net.HardwareAddr) []error // nil: one by one
 	items  []reply4
+	arena  []byte
+	starts []int
 	frames [][]byte
 	macs   []net.HardwareAddr
 }
 
-// queueReply adds resp to rb, sending rb when it holds a chunk.
-func (s *Server4) queueReply(rb *replyBatch, req, resp *dhcpv4.DHCPv4, commit *leases.Lease) {
-	if resp == nil || rb.send == nil {
-		s.answer(req, resp, commit)
+// queueReply adds a to rb, sending rb when it holds a chunk.
+func (s *Server4) queueReply(rb *replyBatch, req *request4, a *answer4, commit *leases.Lease) {
+	if !a.ok() || rb.send == nil {
+		s.answer(req, a, commit)
 		return
 	}
-	rb.items = append(rb.items, reply4{req, resp, commit})
+	rb.items = append(rb.items, reply4{req: *req, ans: *a})
+	if commit != nil {
+		rb.items[len(rb.items)-1].commit = *commit
+	}
 	if len(rb.items) >= paceChunk {
 		s.flush(rb)
 	}
@@ -403,74 +497,99 @@ func (s *Server4) flush(rb *replyBatch) {
 	if len(rb.items) == 0 {
 		return
 	}
-	frames, macs := rb.frames[:0], rb.macs[:0]
-	for _, r := range rb.items {
-		mac, f := s.frame(r.req, r.resp)
-		frames, macs = append(frames, f), append(macs, mac)
+	arena, starts, macs := rb.arena[:0], rb.starts[:0], rb.macs[:0]
+	for i := range rb.items {
+		r := &rb.items[i]
+		mac, ip := destOf4(&r.req, &r.ans)
+		starts = append(starts, len(arena))
+		arena = appendFrame4(arena, mac, s.srcMAC, r.ans.cfg.server, ip, &r.ans)
+		macs = append(macs, mac)
+	}
+	// Sliced once the arena has stopped growing.
+	frames := rb.frames[:0]
+	for i, lo := range starts {
+		hi := len(arena)
+		if i+1 < len(starts) {
+			hi = starts[i+1]
+		}
+		frames = append(frames, arena[lo:hi:hi])
 	}
 	for j, err := range rb.send(frames, macs) {
 		r := &rb.items[j]
-		s.answered(r.req, r.resp, r.commit, err)
+		s.answered(&r.req, &r.ans, committed4(&r.commit), err)
 	}
+	// Keep no request reachable.
 	clear(frames)
+	clear(macs)
 	clear(rb.items)
-	rb.frames, rb.macs, rb.items = frames, macs, rb.items[:0]
+	rb.arena, rb.starts, rb.frames, rb.macs, rb.items = arena, starts, frames, macs, rb.items[:0]
 }
 
 func (s *Server4) complete(c *completion4) {
 	if s.settled(c) {
-		s.answer(c.req, c.resp, c.commit)
+		s.answer(&c.req, &c.ans, c.committed())
 	}
 }
 
 // settled reports a completion's store outcome and whether it is to be
 // answered: a lease that is not durable gets no ACK.
 func (s *Server4) settled(c *completion4) bool {
-	req := c.req
+	req := &c.req
 	if c.err != nil {
 		s.h.stats.storeErrors.Add(1)
-		if c.commit != nil {
+		if c.commit.IP.IsValid() {
 			s.log.Error("DHCPv4 lease not stored: no ACK sent", "ip", c.commit.IP, "mac", c.commit.MAC.String(), "err", c.err)
 		} else {
-			s.log.Error("DHCPv4 lease not deleted", "ip", *c.release, "err", c.err)
+			s.log.Error("DHCPv4 lease not deleted", "ip", c.release, "err", c.err)
 		}
 		return false
 	}
-	if c.release != nil {
-		s.log.Info("DHCPv4 lease ended", "ip", *c.release, "mac", req.ClientHWAddr.String(), "why", req.MessageType().String())
+	if c.release.IsValid() && s.log.Enabled(context.Background(), slog.LevelInfo) {
+		s.log.Info("DHCPv4 lease ended", "ip", c.release, "mac", req.chaddr.String(), "why", req.messageType().String())
 	}
 	return true
 }
 
-// answer sends resp, if any, and logs it.
-func (s *Server4) answer(req, resp *dhcpv4.DHCPv4, commit *leases.Lease) {
-	if resp == nil {
-		if req.MessageType() == dhcpv4.MessageTypeDiscover {
-			s.log.Info("DHCPv4 no address available", "mac", req.ClientHWAddr.String())
+// answer sends a, if any, and logs it.
+func (s *Server4) answer(req *request4, a *answer4, commit *leases.Lease) {
+	if !a.ok() {
+		if req.messageType() == dhcpv4.MessageTypeDiscover && s.log.Enabled(context.Background(), slog.LevelInfo) {
+			s.log.Info("DHCPv4 no address available", "mac", req.chaddr.String())
 		}
 		return
 	}
-	s.answered(req, resp, commit, s.send(req, resp))
+	s.answered(req, a, commit, s.send(req, a))
 }
 
-// answered counts and logs resp, sent with the outcome err.
-func (s *Server4) answered(req, resp *dhcpv4.DHCPv4, commit *leases.Lease, err error) {
+// answered counts and logs a, sent with the outcome err. The arguments of
+// a log line are made only when its level is on: the ACK's cost as much as
+// the rest of the reply.
+func (s *Server4) answered(req *request4, a *answer4, commit *leases.Lease, err error) {
 	if err != nil {
 		s.h.stats.sendErrors.Add(1)
-		s.log.Error("DHCPv4 reply not sent", "type", resp.MessageType().String(), "mac", req.ClientHWAddr.String(), "err", err)
+		s.log.Error("DHCPv4 reply not sent", "type", a.mt.String(), "mac", req.chaddr.String(), "err", err)
 		return
 	}
-	switch resp.MessageType() {
+	ctx := context.Background()
+	switch a.mt {
 	case dhcpv4.MessageTypeAck:
-		if commit != nil {
-			s.log.Info("DHCPACK", "ip", commit.IP, "mac", commit.MAC.String(), "hostname", commit.Hostname, "expiry", commit.Expiry)
-		} else {
-			s.log.Debug("DHCPACK (INFORM)", "ciaddr", req.ClientIPAddr, "mac", req.ClientHWAddr.String())
+		switch {
+		case commit != nil && s.log.Enabled(ctx, slog.LevelInfo):
+			// The attributes Info would make of its arguments, without
+			// boxing the strings and the time.
+			s.log.LogAttrs(ctx, slog.LevelInfo, "DHCPACK", slog.Any("ip", commit.IP), slog.String("mac", commit.MAC.String()),
+				slog.String("hostname", commit.Hostname), slog.Time("expiry", commit.Expiry))
+		case commit == nil && s.log.Enabled(ctx, slog.LevelDebug):
+			s.log.Debug("DHCPACK (INFORM)", "ciaddr", req.ciaddrRaw, "mac", req.chaddr.String())
 		}
 	case dhcpv4.MessageTypeNak:
-		s.log.Info("DHCPNAK", "requested", req.RequestedIPAddress(), "ciaddr", req.ClientIPAddr, "mac", req.ClientHWAddr.String(), "reason", resp.Message())
+		if s.log.Enabled(ctx, slog.LevelInfo) {
+			s.log.Info("DHCPNAK", "requested", logIP4(req.opts.reqIP), "ciaddr", req.ciaddrRaw, "mac", req.chaddr.String(), "reason", a.msg)
+		}
 	default:
-		s.log.Debug("DHCPOFFER", "ip", resp.YourIPAddr, "mac", req.ClientHWAddr.String())
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.Debug("DHCPOFFER", "ip", net.IP(a.yiaddr.AsSlice()), "mac", req.chaddr.String())
+		}
 	}
 }
 
@@ -484,30 +603,32 @@ var (
 // rebinding, INFORM) gets it unicast there; one that asked for broadcast
 // gets broadcast; anyone else gets it unicast to its MAC and new address.
 func dest4(req, resp *dhcpv4.DHCPv4) (net.HardwareAddr, netip.Addr) {
-	if resp.MessageType() == dhcpv4.MessageTypeNak {
+	r := requestFrom4(req)
+	return destOf4(&r, &answer4{mt: resp.MessageType(), yiaddr: ip4(resp.YourIPAddr)})
+}
+
+// destOf4 is dest4 of a decided reply.
+func destOf4(req *request4, a *answer4) (net.HardwareAddr, netip.Addr) {
+	if a.mt == dhcpv4.MessageTypeNak {
 		return broadcastMAC4, broadcastIP4
 	}
-	if ci := ip4(req.ClientIPAddr); ci.IsValid() {
-		return req.ClientHWAddr, ci
+	if req.ciaddr.IsValid() {
+		return req.chaddr, req.ciaddr
 	}
-	if req.IsBroadcast() {
+	if req.isBroadcast() {
 		return broadcastMAC4, broadcastIP4
 	}
-	if yi := ip4(resp.YourIPAddr); yi.IsValid() {
-		return req.ClientHWAddr, yi
+	if a.yiaddr.IsValid() {
+		return req.chaddr, a.yiaddr
 	}
 	return broadcastMAC4, broadcastIP4
 }
 
-func (s *Server4) send(req, resp *dhcpv4.DHCPv4) error {
-	mac, frame := s.frame(req, resp)
+// send sends a alone, in a frame of its own: out may keep it.
+func (s *Server4) send(req *request4, a *answer4) error {
+	mac, ip := destOf4(req, a)
+	frame := appendFrame4(make([]byte, 0, frameHeadersLen4+dhcpv4.MaxMessageSize), mac, s.srcMAC, a.cfg.server, ip, a)
 	return s.out(frame, mac)
-}
-
-// frame is resp as the Ethernet frame that answers req, and where it goes.
-func (s *Server4) frame(req, resp *dhcpv4.DHCPv4) (net.HardwareAddr, []byte) {
-	mac, ip := dest4(req, resp)
-	return mac, frame4(mac, s.srcMAC, s.h.serverAddr(), ip, serverPort4, clientPort4, resp.ToBytes())
 }
 
 func (s *Server4) sweepLoop(ctx context.Context) {
