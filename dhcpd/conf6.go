@@ -5,11 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/rfc1035label"
 	"github.com/vnetd/vnetd/conf"
 )
 
@@ -75,6 +78,8 @@ type netConf6 struct {
 	domain  string       // option 24; "" when no <domain>
 	ranges  []range6
 	hosts   []host6
+	// opts are options 23 and 24 as every answer carries them, encoded.
+	opts []byte
 }
 
 // poolSize is the number of addresses that can be leased: the ranges and
@@ -138,6 +143,7 @@ func netConf6From(n *conf.Network) (*netConf6, error) {
 	if n.Domain != nil {
 		c.domain = strings.TrimSuffix(n.Domain.Name, ".")
 	}
+	c.opts = configOptions6(c.dns, c.domain)
 	def := lease6{d: defaultLease6}
 	for i, r := range ip.DHCP.Ranges {
 		if !r.Start.Is6() || !r.End.Is6() || r.End.Less(r.Start) {
@@ -179,6 +185,24 @@ func netConf6From(n *conf.Network) (*netConf6, error) {
 	return c, nil
 }
 
+// configOptions6 encodes the DNS servers (option 23) when there are any and
+// the domain search list (24) when there is a domain, with the dhcpv6
+// codec, once per definition.
+func configOptions6(dns []netip.Addr, domain string) []byte {
+	var m dhcpv6.Message
+	if len(dns) > 0 {
+		ips := make([]net.IP, 0, len(dns))
+		for _, a := range dns {
+			ips = append(ips, net.IP(a.AsSlice()))
+		}
+		m.AddOption(dhcpv6.OptDNS(ips...))
+	}
+	if domain != "" {
+		m.AddOption(dhcpv6.OptDomainSearchList(&rfc1035label.Labels{Labels: []string{domain}}))
+	}
+	return m.Options.ToBytes()
+}
+
 // ParseDUID6 parses a DUID as libvirt writes it in <host id>: hex bytes
 // joined with ':', each of one or two digits ("0:1:0:1:18:aa:62:fe"). A run
 // of more digits is read two digits a byte, after a leading '0' when its
@@ -210,13 +234,23 @@ func ParseDUID6(s string) ([]byte, error) {
 
 // FormatDUID6 writes a DUID the way the lease store and virsh show it: two
 // hex digits per byte joined with ':'.
-func FormatDUID6(b []byte) string {
+func FormatDUID6(b []byte) string { return formatDUID6(b) }
+
+// formatDUID6 is FormatDUID6 of a DUID held in a string too, in one
+// allocation.
+func formatDUID6[T string | []byte](b T) string {
+	if len(b) == 0 {
+		return ""
+	}
+	const digits = "0123456789abcdef"
 	var sb strings.Builder
-	for i, c := range b {
+	sb.Grow(3*len(b) - 1)
+	for i := 0; i < len(b); i++ {
 		if i > 0 {
 			sb.WriteByte(':')
 		}
-		sb.WriteString(hex.EncodeToString([]byte{c}))
+		sb.WriteByte(digits[b[i]>>4])
+		sb.WriteByte(digits[b[i]&0xf])
 	}
 	return sb.String()
 }

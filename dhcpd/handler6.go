@@ -12,7 +12,6 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/iana"
-	"github.com/insomniacslk/dhcp/rfc1035label"
 	"github.com/vnetd/vnetd/conf"
 	"github.com/vnetd/vnetd/leases"
 )
@@ -39,10 +38,11 @@ const maxIAs6 = 8
 // client message into the answer, the leases to commit before sending it and
 // the addresses to remove from the store. It is not safe for concurrent use.
 type Handler6 struct {
-	c        *netConf6
-	pool     *Pool6
-	serverID dhcpv6.DUID
-	sid      []byte
+	c    *netConf6
+	pool *Pool6
+	sid  []byte
+	// sidOpt is the Server ID option, as every answer carries it.
+	sidOpt []byte
 }
 
 // NewHandler6 serves the IPv6 <ip> with <dhcp> of n under server DUID duid.
@@ -51,11 +51,10 @@ func NewHandler6(n *conf.Network, duid []byte) (*Handler6, error) {
 	if err != nil {
 		return nil, err
 	}
-	sid, err := dhcpv6.DUIDFromBytes(duid)
-	if err != nil || len(duid) < 3 || len(duid) > 130 {
+	if _, err := dhcpv6.DUIDFromBytes(duid); err != nil || len(duid) < 3 || len(duid) > 130 {
 		return nil, fmt.Errorf("server DUID %s is not a DUID", FormatDUID6(duid))
 	}
-	return &Handler6{c: c, pool: newPool6(c), serverID: sid, sid: bytes.Clone(duid)}, nil
+	return &Handler6{c: c, pool: newPool6(c), sid: bytes.Clone(duid), sidOpt: putOpt6(nil, dhcpv6.OptionServerID, duid)}, nil
 }
 
 // Update switches to a new definition of the network, keeping the bindings.
@@ -103,66 +102,94 @@ func (h *Handler6) Handle(req *dhcpv6.Message, peer netip.Addr, now time.Time) (
 	if req == nil {
 		return nil, nil, nil, fmt.Errorf("%w: no message", ErrMalformed6)
 	}
-	cid := req.Options.ClientID()
-	sid := req.Options.ServerID()
-	oursSID := sid != nil && bytes.Equal(sid.ToBytes(), h.sid)
-	switch req.MessageType {
-	case dhcpv6.MessageTypeSolicit, dhcpv6.MessageTypeRebind, dhcpv6.MessageTypeConfirm:
-		if cid == nil {
-			return nil, nil, nil, fmt.Errorf("%w: %s without Client ID", ErrMalformed6, req.MessageType)
-		}
-		if sid != nil {
-			return nil, nil, nil, fmt.Errorf("%w: %s with a Server ID", ErrMalformed6, req.MessageType)
-		}
-	case dhcpv6.MessageTypeRequest, dhcpv6.MessageTypeRenew, dhcpv6.MessageTypeRelease, dhcpv6.MessageTypeDecline:
-		if cid == nil || sid == nil {
-			return nil, nil, nil, fmt.Errorf("%w: %s without Client ID or Server ID", ErrMalformed6, req.MessageType)
-		}
-		if !oursSID {
-			return nil, nil, nil, fmt.Errorf("%w: %s for server %s", ErrIgnored6, req.MessageType, FormatDUID6(sid.ToBytes()))
-		}
-	case dhcpv6.MessageTypeInformationRequest:
-		if sid != nil && !oursSID {
-			return nil, nil, nil, fmt.Errorf("%w: %s for server %s", ErrIgnored6, req.MessageType, FormatDUID6(sid.ToBytes()))
-		}
-		if len(req.Options.IANA()) > 0 || len(req.Options.IATA()) > 0 || len(req.Options.IAPD()) > 0 {
-			return nil, nil, nil, fmt.Errorf("%w: Information-request with an IA", ErrMalformed6)
-		}
-	default:
-		return nil, nil, nil, fmt.Errorf("%w: message type %s", ErrIgnored6, req.MessageType)
+	var m msg6
+	m.fromMessage(req)
+	a, err := h.handle(&m, peer, now, nil)
+	if err != nil || a.resp == nil {
+		return nil, a.commits, a.releases, err
 	}
-	if n := len(req.Options.IANA()) + len(req.Options.IATA()) + len(req.Options.IAPD()); n > maxIAs6 {
-		return nil, nil, nil, fmt.Errorf("%w: %s with %d IAs, more than %d", ErrMalformed6, req.MessageType, n, maxIAs6)
+	if resp, err = dhcpv6.MessageFromBytes(a.resp); err != nil {
+		// The encoder's fault, never the client's (FuzzHandle6).
+		return nil, nil, nil, fmt.Errorf("the answer to a %s does not decode: %w", m.typ, err)
 	}
-
-	var cl *client6
-	if cid != nil {
-		cl = h.client(req, cid.ToBytes(), peer)
-	}
-	r := &reply6{h: h, req: req, cl: cl, now: now}
-	switch req.MessageType {
-	case dhcpv6.MessageTypeSolicit:
-		return r.solicit()
-	case dhcpv6.MessageTypeRequest:
-		return r.request()
-	case dhcpv6.MessageTypeRenew, dhcpv6.MessageTypeRebind:
-		return r.extend()
-	case dhcpv6.MessageTypeConfirm:
-		return r.confirm()
-	case dhcpv6.MessageTypeRelease, dhcpv6.MessageTypeDecline:
-		return r.release(req.MessageType == dhcpv6.MessageTypeDecline)
-	default: // Information-request
-		m := r.new(dhcpv6.MessageTypeReply)
-		r.configOptions(m)
-		return m, nil, nil, nil
-	}
+	return resp, a.commits, a.releases, nil
 }
 
-// client gathers what the pool needs to know about the sender.
-func (h *Handler6) client(req *dhcpv6.Message, duid []byte, peer netip.Addr) *client6 {
-	cl := &client6{duid: duid, mac: macFrom6(duid, peer)}
-	if f := req.Options.FQDN(); f != nil && f.DomainName != nil && len(f.DomainName.Labels) > 0 {
-		cl.name = normName6(f.DomainName.Labels[0])
+// answer6 is what handle decided.
+type answer6 struct {
+	// resp is the encoded answer; nil: none.
+	resp     []byte
+	typ      dhcpv6.MessageType // of resp
+	commits  []leases.Lease
+	releases []netip.Addr
+	// noAddrs: resp says NoAddrsAvail, at the top or in an IA_NA.
+	noAddrs bool
+}
+
+// handle is Handle on a decoded message, the answer appended to out.
+func (h *Handler6) handle(m *msg6, peer netip.Addr, now time.Time, out []byte) (answer6, error) {
+	oursSID := m.sid != nil && bytes.Equal(m.sid, h.sid)
+	switch m.typ {
+	case dhcpv6.MessageTypeSolicit, dhcpv6.MessageTypeRebind, dhcpv6.MessageTypeConfirm:
+		if m.cid == nil {
+			return answer6{}, fmt.Errorf("%w: %s without Client ID", ErrMalformed6, m.typ)
+		}
+		if m.sid != nil {
+			return answer6{}, fmt.Errorf("%w: %s with a Server ID", ErrMalformed6, m.typ)
+		}
+	case dhcpv6.MessageTypeRequest, dhcpv6.MessageTypeRenew, dhcpv6.MessageTypeRelease, dhcpv6.MessageTypeDecline:
+		if m.cid == nil || m.sid == nil {
+			return answer6{}, fmt.Errorf("%w: %s without Client ID or Server ID", ErrMalformed6, m.typ)
+		}
+		if !oursSID {
+			return answer6{}, fmt.Errorf("%w: %s for server %s", ErrIgnored6, m.typ, FormatDUID6(m.sid))
+		}
+	case dhcpv6.MessageTypeInformationRequest:
+		if m.sid != nil && !oursSID {
+			return answer6{}, fmt.Errorf("%w: %s for server %s", ErrIgnored6, m.typ, FormatDUID6(m.sid))
+		}
+		if m.numIAs() > 0 {
+			return answer6{}, fmt.Errorf("%w: Information-request with an IA", ErrMalformed6)
+		}
+	default:
+		return answer6{}, fmt.Errorf("%w: message type %s", ErrIgnored6, m.typ)
+	}
+	if n := m.numIAs(); n > maxIAs6 {
+		return answer6{}, fmt.Errorf("%w: %s with %d IAs, more than %d", ErrMalformed6, m.typ, n, maxIAs6)
+	}
+
+	r := reply6{h: h, m: m, now: now, b: out, start: len(out)}
+	if m.cid != nil {
+		h.client(&r.cl, m, peer)
+	}
+	switch m.typ {
+	case dhcpv6.MessageTypeSolicit:
+		r.solicit()
+	case dhcpv6.MessageTypeRequest:
+		r.request(false)
+	case dhcpv6.MessageTypeRenew, dhcpv6.MessageTypeRebind:
+		r.request(true)
+	case dhcpv6.MessageTypeConfirm:
+		r.confirm()
+	case dhcpv6.MessageTypeRelease, dhcpv6.MessageTypeDecline:
+		r.release(m.typ == dhcpv6.MessageTypeDecline)
+	default: // Information-request
+		r.begin(dhcpv6.MessageTypeReply)
+		r.configOptions()
+	}
+	a := answer6{commits: r.commits, releases: r.releases}
+	if r.answered {
+		a.resp, a.typ, a.noAddrs = r.b[r.start:], dhcpv6.MessageType(r.b[r.start]), r.noAddrs
+	}
+	return a, nil
+}
+
+// client gathers in cl what the pool needs to know about the sender of m.
+func (h *Handler6) client(cl *client6, m *msg6, peer netip.Addr) {
+	*cl = client6{duid: m.cid, key: string(m.cid)}
+	cl.mac, cl.hasMAC = mac6(m.cid, peer)
+	if m.hasFQDN {
+		cl.name = normName6(m.fqdn)
 		cl.hostname = cl.name
 		// Like dnsmasq, record the bare host name when the client's FQDN
 		// is in the network's domain.
@@ -176,7 +203,6 @@ func (h *Handler6) client(req *dhcpv6.Message, duid []byte, peer netip.Addr) *cl
 	if hh, ok := h.pool.hostFor(cl); ok && hh.name != "" {
 		cl.hostname = hh.name
 	}
-	return cl
 }
 
 // validHostname6 accepts DNS names (letters, digits, '-', '.'), nothing a
@@ -196,65 +222,70 @@ func validHostname6(s string) bool {
 // macFrom6 is the client's MAC address: from an EUI-64 link-local source
 // address, else from a DUID-LL or DUID-LLT of an Ethernet interface.
 func macFrom6(duid []byte, peer netip.Addr) net.HardwareAddr {
+	if mac, ok := mac6(duid, peer); ok {
+		return net.HardwareAddr(mac[:])
+	}
+	return nil
+}
+
+// mac6 is macFrom6 without allocating.
+func mac6(duid []byte, peer netip.Addr) ([6]byte, bool) {
 	if peer.Is6() && peer.IsLinkLocalUnicast() {
 		a := peer.As16()
 		if a[11] == 0xff && a[12] == 0xfe {
-			return net.HardwareAddr{a[8] ^ 0x02, a[9], a[10], a[13], a[14], a[15]}
+			return [6]byte{a[8] ^ 0x02, a[9], a[10], a[13], a[14], a[15]}, true
 		}
 	}
 	if len(duid) >= 4 && binary.BigEndian.Uint16(duid[2:4]) == uint16(iana.HWTypeEthernet) {
 		switch binary.BigEndian.Uint16(duid[:2]) {
 		case uint16(dhcpv6.DUID_LL):
 			if len(duid) == 4+6 {
-				return net.HardwareAddr(bytes.Clone(duid[4:]))
+				return [6]byte(duid[4:]), true
 			}
 		case uint16(dhcpv6.DUID_LLT):
 			if len(duid) == 8+6 {
-				return net.HardwareAddr(bytes.Clone(duid[8:]))
+				return [6]byte(duid[8:]), true
 			}
 		}
 	}
-	return nil
+	return [6]byte{}, false
 }
 
-// reply6 is the answer to one message being built.
+// reply6 is the answer to one message being built, appended to b.
 type reply6 struct {
 	h        *Handler6
-	req      *dhcpv6.Message
-	cl       *client6
+	m        *msg6
+	cl       client6
 	now      time.Time
+	b        []byte
+	start    int  // where the answer starts in b
+	answered bool // there is one
+	noAddrs  bool
 	commits  []leases.Lease
 	releases []netip.Addr
 }
 
-// new starts a message of type t with the transaction ID, Server ID and the
-// client's Client ID option echoed.
-func (r *reply6) new(t dhcpv6.MessageType) *dhcpv6.Message {
-	m := &dhcpv6.Message{MessageType: t, TransactionID: r.req.TransactionID}
-	m.AddOption(dhcpv6.OptServerID(r.h.serverID))
-	if o := r.req.GetOneOption(dhcpv6.OptionClientID); o != nil {
-		m.AddOption(o)
+// begin starts a message of type t with the transaction ID, Server ID and
+// the client's Client ID option echoed.
+func (r *reply6) begin(t dhcpv6.MessageType) {
+	r.answered = true
+	r.b = append(r.b, byte(t), r.m.xid[0], r.m.xid[1], r.m.xid[2])
+	r.b = append(r.b, r.h.sidOpt...)
+	if r.m.cid != nil {
+		r.b = putOpt6(r.b, dhcpv6.OptionClientID, r.m.cid)
 	}
-	return m
 }
 
 // configOptions adds the network's options: DNS servers (23) when DNS is on,
 // the domain search list (24) when it has a domain.
-func (r *reply6) configOptions(m *dhcpv6.Message) {
-	if len(r.h.c.dns) > 0 {
-		ips := make([]net.IP, 0, len(r.h.c.dns))
-		for _, a := range r.h.c.dns {
-			ips = append(ips, net.IP(a.AsSlice()))
-		}
-		m.AddOption(dhcpv6.OptDNS(ips...))
-	}
-	if r.h.c.domain != "" {
-		m.AddOption(dhcpv6.OptDomainSearchList(&rfc1035label.Labels{Labels: []string{r.h.c.domain}}))
-	}
-}
+func (r *reply6) configOptions() { r.b = append(r.b, r.h.c.opts...) }
 
-func status6(code iana.StatusCode, msg string) *dhcpv6.OptStatusCode {
-	return &dhcpv6.OptStatusCode{StatusCode: code, StatusMessage: msg}
+// status adds a Status Code option.
+func (r *reply6) status(code iana.StatusCode, msg string) {
+	r.b = putStatus6(r.b, uint16(code), msg)
+	if code == iana.StatusNoAddrsAvail {
+		r.noAddrs = true
+	}
 }
 
 // lifetimes6 are the preferred and valid lifetimes of a lease and its T1
@@ -280,27 +311,18 @@ func remaining6(b *binding6, now time.Time) lease6 {
 	return lease6{d: b.expiry.Sub(now)}
 }
 
-// addrs6 are the addresses a client put in an IA.
-func addrs6(o dhcpv6.IdentityOptions) []netip.Addr {
-	var out []netip.Addr
-	for _, a := range o.Addresses() {
-		if ip, ok := netip.AddrFromSlice(a.IPv6Addr); ok && ip.Is6() {
-			out = append(out, ip.WithZone(""))
-		}
-	}
-	return out
-}
-
-func iaid6(ia *dhcpv6.OptIANA) uint32 { return binary.BigEndian.Uint32(ia.IaId[:]) }
-
 // grant answers one IA_NA of a Solicit, Request, Renew or Rebind. commit
 // binds the address (else it is only offered); extend is a Renew or Rebind,
 // which never hands out a brand-new address to an IA the server does not
 // know unless it asks for an appropriate one.
-func (r *reply6) grant(ia *dhcpv6.OptIANA, commit, extend bool) (*dhcpv6.OptIANA, bool) {
-	key := iaKey6{duid: string(r.cl.duid), iaid: iaid6(ia)}
-	out := &dhcpv6.OptIANA{IaId: ia.IaId}
-	asked := addrs6(ia.Options)
+func (r *reply6) grant(ia ia6, commit, extend bool) bool {
+	key := iaKey6{duid: r.cl.key, iaid: binary.BigEndian.Uint32(ia.id[:])}
+	var at int
+	r.b, at = openOpt6(r.b, dhcpv6.OptionIANA)
+	r.b = append(r.b, ia.id[:]...)
+	times := len(r.b)
+	r.b = append(r.b, 0, 0, 0, 0, 0, 0, 0, 0) // T1, T2: set when granted
+	asked := r.m.iaAddrs(ia)
 	known := r.h.pool.byIA[key]
 	var (
 		ip netip.Addr
@@ -311,20 +333,21 @@ func (r *reply6) grant(ia *dhcpv6.OptIANA, commit, extend bool) (*dhcpv6.OptIANA
 		// No binding: take one of the addresses the client renews if
 		// it may have it (the server lost its state, the client did not).
 		for _, a := range asked {
-			if l, ok = r.h.pool.usable(a, key, r.cl, r.now); ok {
+			if l, ok = r.h.pool.usable(a, key, &r.cl, r.now); ok {
 				ip = a
 				break
 			}
 		}
 	} else {
-		ip, l, ok = r.h.pool.pick(key, r.cl, asked, r.now)
+		ip, l, ok = r.h.pool.pick(key, &r.cl, asked, r.now)
 	}
-	if r.req.MessageType != dhcpv6.MessageTypeSolicit {
+	solicit := r.m.typ == dhcpv6.MessageTypeSolicit
+	if !solicit {
 		for _, a := range asked {
 			if a != ip {
 				// What the client holds or wants and does not get:
 				// lifetimes 0 (a Solicit's addresses are mere hints).
-				out.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: net.IP(a.AsSlice())})
+				r.b = putIAAddr6(r.b, a, 0, 0)
 			}
 		}
 	}
@@ -334,23 +357,24 @@ func (r *reply6) grant(ia *dhcpv6.OptIANA, commit, extend bool) (*dhcpv6.OptIANA
 			// other: take it back.
 			r.h.pool.drop(known)
 			r.releases = append(r.releases, known.ip)
-			if !contains6(asked, known.ip) || r.req.MessageType == dhcpv6.MessageTypeSolicit {
-				out.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: net.IP(known.ip.AsSlice())})
+			if !contains6(asked, known.ip) || solicit {
+				r.b = putIAAddr6(r.b, known.ip, 0, 0)
 			}
 		}
 		switch {
 		case extend && (known == nil || known.offered):
-			out.Options.Add(status6(iana.StatusNoBinding, "no binding for this IA"))
+			r.status(iana.StatusNoBinding, "no binding for this IA")
 		default:
-			out.Options.Add(status6(iana.StatusNoAddrsAvail, "no addresses available"))
+			r.status(iana.StatusNoAddrsAvail, "no addresses available")
 		}
-		return out, false
+		closeOpt6(r.b, at)
+		return false
 	}
-	b, old := r.h.pool.bind(key, r.cl, ip, l, r.now, !commit)
+	b, old := r.h.pool.bind(key, &r.cl, ip, l, r.now, !commit)
 	if old.IsValid() {
 		r.releases = append(r.releases, old)
-		if !contains6(asked, old) || r.req.MessageType == dhcpv6.MessageTypeSolicit {
-			out.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: net.IP(old.AsSlice())})
+		if !contains6(asked, old) || solicit {
+			r.b = putIAAddr6(r.b, old, 0, 0)
 		}
 	}
 	if commit {
@@ -360,9 +384,11 @@ func (r *reply6) grant(ia *dhcpv6.OptIANA, commit, extend bool) (*dhcpv6.OptIANA
 		l = remaining6(b, r.now)
 	}
 	pref, t1, t2 := lifetimes6(l)
-	out.T1, out.T2 = t1, t2
-	out.Options.Add(&dhcpv6.OptIAAddress{IPv6Addr: net.IP(ip.AsSlice()), PreferredLifetime: pref, ValidLifetime: pref})
-	return out, true
+	binary.BigEndian.PutUint32(r.b[times:], secs6(t1))
+	binary.BigEndian.PutUint32(r.b[times+4:], secs6(t2))
+	r.b = putIAAddr6(r.b, ip, pref, pref)
+	closeOpt6(r.b, at)
+	return true
 }
 
 func contains6(s []netip.Addr, a netip.Addr) bool {
@@ -375,111 +401,102 @@ func contains6(s []netip.Addr, a netip.Addr) bool {
 }
 
 // unsupportedIAs answers IA_TA and IA_PD, which vnetd does not hand out.
-func (r *reply6) unsupportedIAs(m *dhcpv6.Message) {
-	for _, ta := range r.req.Options.IATA() {
-		o := &dhcpv6.OptIATA{IaId: ta.IaId}
-		o.Options.Add(status6(iana.StatusNoAddrsAvail, "no temporary addresses"))
-		m.AddOption(o)
+func (r *reply6) unsupportedIAs() {
+	var at int
+	for _, ta := range r.m.iatas {
+		r.b, at = openOpt6(r.b, dhcpv6.OptionIATA)
+		r.b = append(r.b, ta.id[:]...)
+		r.b = putStatus6(r.b, uint16(iana.StatusNoAddrsAvail), "no temporary addresses")
+		closeOpt6(r.b, at)
 	}
-	for _, pd := range r.req.Options.IAPD() {
-		o := &dhcpv6.OptIAPD{IaId: pd.IaId}
-		o.Options.Add(status6(iana.StatusNoPrefixAvail, "no prefix delegation"))
-		m.AddOption(o)
+	for _, id := range r.m.iapds {
+		r.b, at = openOpt6(r.b, dhcpv6.OptionIAPD)
+		r.b = append(r.b, id[:]...)
+		r.b = append(r.b, 0, 0, 0, 0, 0, 0, 0, 0) // T1, T2
+		r.b = putStatus6(r.b, uint16(iana.StatusNoPrefixAvail), "no prefix delegation")
+		closeOpt6(r.b, at)
 	}
 }
 
-func (r *reply6) solicit() (*dhcpv6.Message, []leases.Lease, []netip.Addr, error) {
-	rapid := r.req.GetOneOption(dhcpv6.OptionRapidCommit) != nil
-	var ias []*dhcpv6.OptIANA
+func (r *reply6) solicit() {
+	if r.m.rapid {
+		r.begin(dhcpv6.MessageTypeReply)
+	} else {
+		r.begin(dhcpv6.MessageTypeAdvertise)
+	}
+	ids := len(r.b)
+	if r.m.rapid {
+		r.b = putOpt6(r.b, dhcpv6.OptionRapidCommit, nil)
+	} else {
+		// The only server on the bridge: the client need not wait for
+		// other Advertises.
+		r.b = putOpt6(r.b, dhcpv6.OptionPreference, []byte{255})
+	}
 	granted := 0
-	for _, ia := range r.req.Options.IANA() {
-		o, ok := r.grant(ia, rapid, false)
-		if ok {
+	for _, ia := range r.m.ianas {
+		if r.grant(ia, r.m.rapid, false) {
 			granted++
 		}
-		ias = append(ias, o)
 	}
 	if granted == 0 {
 		// RFC 8415 §18.3.9: nothing to offer at all: an Advertise with
 		// only a NoAddrsAvail status (no rapid commit, nothing bound).
-		m := r.new(dhcpv6.MessageTypeAdvertise)
-		m.AddOption(status6(iana.StatusNoAddrsAvail, "no addresses available"))
-		return m, nil, r.releases, nil
+		r.b = r.b[:ids]
+		r.b[r.start] = byte(dhcpv6.MessageTypeAdvertise)
+		r.status(iana.StatusNoAddrsAvail, "no addresses available")
+		r.commits = nil
+		return
 	}
-	var m *dhcpv6.Message
-	if rapid {
-		m = r.new(dhcpv6.MessageTypeReply)
-		m.AddOption(&dhcpv6.OptionGeneric{OptionCode: dhcpv6.OptionRapidCommit})
-	} else {
-		m = r.new(dhcpv6.MessageTypeAdvertise)
-		// The only server on the bridge: the client need not wait for
-		// other Advertises.
-		m.AddOption(dhcpv6.OptPreference(255))
-	}
-	for _, o := range ias {
-		m.AddOption(o)
-	}
-	r.unsupportedIAs(m)
-	r.configOptions(m)
-	return m, r.commits, r.releases, nil
+	r.unsupportedIAs()
+	r.configOptions()
 }
 
-func (r *reply6) request() (*dhcpv6.Message, []leases.Lease, []netip.Addr, error) {
-	m := r.new(dhcpv6.MessageTypeReply)
-	for _, ia := range r.req.Options.IANA() {
-		o, _ := r.grant(ia, true, false)
-		m.AddOption(o)
+// request answers Request, and Renew and Rebind (extend).
+func (r *reply6) request(extend bool) {
+	r.begin(dhcpv6.MessageTypeReply)
+	for _, ia := range r.m.ianas {
+		r.grant(ia, true, extend)
 	}
-	r.unsupportedIAs(m)
-	r.configOptions(m)
-	return m, r.commits, r.releases, nil
-}
-
-// extend answers Renew and Rebind.
-func (r *reply6) extend() (*dhcpv6.Message, []leases.Lease, []netip.Addr, error) {
-	m := r.new(dhcpv6.MessageTypeReply)
-	for _, ia := range r.req.Options.IANA() {
-		o, _ := r.grant(ia, true, true)
-		m.AddOption(o)
-	}
-	r.unsupportedIAs(m)
-	r.configOptions(m)
-	return m, r.commits, r.releases, nil
+	r.unsupportedIAs()
+	r.configOptions()
 }
 
 // confirm answers whether the client's addresses are still on-link (RFC
 // 8415 §18.3.3); with no address at all, it is not answered.
-func (r *reply6) confirm() (*dhcpv6.Message, []leases.Lease, []netip.Addr, error) {
-	var all []netip.Addr
-	for _, ia := range r.req.Options.IANA() {
-		all = append(all, addrs6(ia.Options)...)
-	}
-	for _, ta := range r.req.Options.IATA() {
-		all = append(all, addrs6(ta.Options)...)
-	}
-	if len(all) == 0 {
-		return nil, nil, nil, nil
-	}
-	m := r.new(dhcpv6.MessageTypeReply)
-	st := status6(iana.StatusSuccess, "all addresses on-link")
-	for _, a := range all {
-		if !r.h.pool.onLink(a) {
-			st = status6(iana.StatusNotOnLink, fmt.Sprintf("%s is not on-link", a))
-			break
+func (r *reply6) confirm() {
+	var (
+		any   bool
+		first netip.Addr // the first one off-link
+	)
+	for _, ias := range [][]ia6{r.m.ianas, r.m.iatas} {
+		for _, ia := range ias {
+			for _, a := range r.m.iaAddrs(ia) {
+				any = true
+				if !first.IsValid() && !r.h.pool.onLink(a) {
+					first = a
+				}
+			}
 		}
 	}
-	m.AddOption(st)
-	r.configOptions(m)
-	return m, nil, nil, nil
+	if !any {
+		return
+	}
+	r.begin(dhcpv6.MessageTypeReply)
+	if first.IsValid() {
+		r.status(iana.StatusNotOnLink, fmt.Sprintf("%s is not on-link", first))
+	} else {
+		r.status(iana.StatusSuccess, "all addresses on-link")
+	}
+	r.configOptions()
 }
 
 // release answers Release and Decline (RFC 8415 §18.3.7, §18.3.8).
-func (r *reply6) release(decline bool) (*dhcpv6.Message, []leases.Lease, []netip.Addr, error) {
-	m := r.new(dhcpv6.MessageTypeReply)
-	for _, ia := range r.req.Options.IANA() {
-		key := iaKey6{duid: string(r.cl.duid), iaid: iaid6(ia)}
+func (r *reply6) release(decline bool) {
+	r.begin(dhcpv6.MessageTypeReply)
+	for _, ia := range r.m.ianas {
+		key := iaKey6{duid: r.cl.key, iaid: binary.BigEndian.Uint32(ia.id[:])}
 		held := false
-		for _, a := range addrs6(ia.Options) {
+		for _, a := range r.m.iaAddrs(ia) {
 			var h, committed bool
 			if decline {
 				h, committed = r.h.pool.decline(a, key, r.now)
@@ -492,15 +509,17 @@ func (r *reply6) release(decline bool) (*dhcpv6.Message, []leases.Lease, []netip
 			}
 		}
 		if !held {
-			o := &dhcpv6.OptIANA{IaId: ia.IaId}
-			o.Options.Add(status6(iana.StatusNoBinding, "no binding for this IA"))
-			m.AddOption(o)
+			var at int
+			r.b, at = openOpt6(r.b, dhcpv6.OptionIANA)
+			r.b = append(r.b, ia.id[:]...)
+			r.b = append(r.b, 0, 0, 0, 0, 0, 0, 0, 0) // T1, T2
+			r.status(iana.StatusNoBinding, "no binding for this IA")
+			closeOpt6(r.b, at)
 		}
 	}
 	msg := "released"
 	if decline {
 		msg = "declined"
 	}
-	m.AddOption(status6(iana.StatusSuccess, msg))
-	return m, nil, r.releases, nil
+	r.status(iana.StatusSuccess, msg)
 }

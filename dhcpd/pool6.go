@@ -2,8 +2,6 @@ package dhcpd
 
 import (
 	"bytes"
-	"encoding/binary"
-	"hash/fnv"
 	"net"
 	"net/netip"
 	"time"
@@ -30,9 +28,11 @@ type iaKey6 struct {
 // client6 is what the pool knows about the client of a message.
 type client6 struct {
 	duid     []byte
+	key      string // duid, as iaKey6 holds it
 	name     string // FQDN (option 39), normalised; "" when not sent
 	hostname string // the name to record in the lease
-	mac      net.HardwareAddr
+	mac      [6]byte
+	hasMAC   bool
 }
 
 // binding6 is an address held for one IA: offered (advertised, in memory
@@ -46,6 +46,8 @@ type binding6 struct {
 	// end of the offer when offered.
 	expiry  time.Time
 	offered bool
+	// duidText is key.duid as leases show it, made by the first lease.
+	duidText string
 }
 
 func (b *binding6) live(now time.Time) bool {
@@ -201,10 +203,7 @@ func (p *Pool6) pick(key iaKey6, cl *client6, hints []netip.Addr, now time.Time)
 	if total == 0 {
 		return netip.Addr{}, lease6{}, false
 	}
-	h := fnv.New64a()
-	h.Write([]byte(key.duid))
-	binary.Write(h, binary.BigEndian, key.iaid)
-	start := h.Sum64() % total
+	start := fnv64a6(key) % total
 	for i := uint64(0); i < total; i++ {
 		off := (start + i) % total
 		for _, r := range p.c.ranges {
@@ -245,8 +244,9 @@ func (p *Pool6) bind(key iaKey6, cl *client6, ip netip.Addr, l lease6, now time.
 		p.byIP[ip] = b
 		p.byIA[key] = b
 	}
-	if cl.mac != nil {
-		b.mac = cl.mac
+	if cl.hasMAC && !bytes.Equal(b.mac, cl.mac[:]) {
+		// A new slice: leases already made keep theirs.
+		b.mac = net.HardwareAddr(bytes.Clone(cl.mac[:]))
 	}
 	if cl.hostname != "" {
 		b.hostname = cl.hostname
@@ -352,15 +352,32 @@ func (p *Pool6) boundCount(now time.Time) int {
 	return n
 }
 
+// fnv64a6 is FNV-1a of the DUID and the big-endian IAID, without the
+// allocations of hash/fnv and binary.Write.
+func fnv64a6(key iaKey6) uint64 {
+	const prime = 1099511628211
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(key.duid); i++ {
+		h = (h ^ uint64(key.duid[i])) * prime
+	}
+	for _, c := range [4]byte{byte(key.iaid >> 24), byte(key.iaid >> 16), byte(key.iaid >> 8), byte(key.iaid)} {
+		h = (h ^ uint64(c)) * prime
+	}
+	return h
+}
+
 // lease is the store record of a committed binding.
 func (p *Pool6) lease(b *binding6) leases.Lease {
+	if b.duidText == "" {
+		b.duidText = formatDUID6(b.key.duid)
+	}
 	return leases.Lease{
 		Network:  p.c.network,
 		Kind:     leases.V6,
 		IP:       b.ip,
 		Prefix:   p.c.prefix.Bits(),
 		MAC:      b.mac,
-		DUID:     FormatDUID6([]byte(b.key.duid)),
+		DUID:     b.duidText,
 		IAID:     b.key.iaid,
 		Hostname: b.hostname,
 		Expiry:   b.expiry,
