@@ -77,8 +77,11 @@
 #
 # Other knobs: CLIENTS (-R), MAX_DROP (percent), RETRIES, STOP_AFTER, FAMILIES ("4 6"),
 # PERFDHCP_THREADS (single), PERFDHCP_ARGS (extra perfdhcp options, e.g.
-# "-t 1" for per-second counts), PIN=1 (perfdhcp on CPU 0, the server on CPU 1;
-# off by default, so a multi-threaded server may use both cores), VNETD_LOG_LEVEL
+# "-t 1" for per-second counts), PIN (1, the default with 2+ CPUs: perfdhcp on
+# CPU 0, the server with all its threads on CPU 1; 0: the scheduler decides, and
+# then a server's threads compete with perfdhcp for its CPU: unpinned, vnetd's
+# threads woke on perfdhcp's CPU and the figure measured perfdhcp's share of
+# it rather than the server, see bench/RESULTS.md), VNETD_LOG_LEVEL
 # (warn: vnetd logs every OFFER and ACK at info), BENCH_KEEP=DIR (keep the
 # perfdhcp output and server logs of every step that did not pass).
 #
@@ -113,7 +116,7 @@ FAMILIES=${FAMILIES:-4 6}
 PERFDHCP_THREADS=${PERFDHCP_THREADS:-single}
 VNETD_LOG_LEVEL=${VNETD_LOG_LEVEL:-warn}
 PERFDHCP_ARGS=${PERFDHCP_ARGS:-}
-PIN=${PIN:-0}
+PIN=${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
 BENCH_KEEP=${BENCH_KEEP:-}
 BENCH_INSTALL=${BENCH_INSTALL:-1}
 BENCH_STRICT=${BENCH_STRICT:-0}
