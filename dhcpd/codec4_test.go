@@ -3,7 +3,6 @@ package dhcpd
 import (
 	"bytes"
 	"encoding/hex"
-	"hash/fnv"
 	"net"
 	"net/netip"
 	"reflect"
@@ -344,20 +343,6 @@ func FuzzSum4(f *testing.F) {
 			t.Fatalf("sum %#x, want %#x", got, want)
 		}
 	})
-}
-
-func TestShard4(t *testing.T) {
-	b := discover4(macA_4).ToBytes()
-	for n := 1; n < 9; n++ {
-		h := fnv.New32a()
-		h.Write(b[28:34])
-		if got, want := shard4(b, n), int(h.Sum32()%uint32(n)); got != want {
-			t.Errorf("%d workers: shard %d, want %d", n, got, want)
-		}
-	}
-	if shard4(b[:33], 4) != 0 {
-		t.Error("short packet")
-	}
 }
 
 func TestHexKey4(t *testing.T) {

@@ -23,11 +23,12 @@ import (
 // in StoreErrors too and is not sent).
 type Stats4 struct {
 	Discover, Offer, Request, Ack, Nak, Decline, Release, Inform uint64
-	// Dropped counts packets that were malformed, not for a server, relayed,
-	// or that found the worker queues full.
+	// Dropped counts packets that were malformed, not for a server, or
+	// relayed.
 	Dropped uint64
-	// Overflow counts the packets of Dropped that found the worker queues
-	// full: the server is overloaded rather than the client broken.
+	// Overflow is always 0 for DHCPv4, and kept for the metric it shares
+	// with DHCPv6: requests wait in the socket's buffer, not in a queue of
+	// the server's, and an overloaded server loses them there.
 	Overflow uint64
 	// PoolExhausted counts clients left without an offer because no address
 	// was free or dhcp-lease-max was reached.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"time"
 
@@ -30,25 +29,22 @@ type Config4 struct {
 	Now func() time.Time
 }
 
-// Server tuning. Workers parse, decide and answer; a client always lands
-// on the same worker, so its messages keep their order. Nobody waits for
-// the disk: a lease is submitted to the store, which commits everything
-// queued at once, and its ACK goes out from the completion.
+// Server tuning. One goroutine reads, parses, decides and answers, so a
+// client's messages keep their order. Nobody waits for the disk: a lease
+// is submitted to the store, which commits everything queued at once, and
+// its ACK goes out from the completion.
 const (
-	queueLen4   = 1024
+	// readBatch4 is the most datagrams read before their replies go.
+	readBatch4  = 64
 	sweepEvery4 = 15 * time.Second
 	maxPacket4  = 4096
 )
 
-// workers4 is how many workers a server runs: one per CPU the Go runtime
-// uses, since deciding is serialised and the rest is CPU work.
-func workers4() int { return max(2, runtime.GOMAXPROCS(0)) }
-
 // Server4 is the DHCPv4 server of one network's bridge: a socket shell
 // around Handler4. It receives on UDP port 67 bound to the bridge and sends
 // complete Ethernet frames (checksums computed) on an AF_PACKET socket on
-// the bridge. Requests are handled by a fixed number of workers, each
-// client always by the same one, so a client's messages keep their order.
+// the bridge. One goroutine handles the requests in the order they came,
+// so a client's messages keep their order.
 type Server4 struct {
 	cfg Config4
 	log *slog.Logger
@@ -64,7 +60,6 @@ type Server4 struct {
 	udp    net.PacketConn
 	raw    *packet.Conn
 	srcMAC net.HardwareAddr
-	queues []*queue[[]byte]
 
 	// decide serialises deciding and submitting to the store, so that the
 	// store writes land in the order the handler decided them.
@@ -78,7 +73,7 @@ type Server4 struct {
 	out func(frame []byte, mac net.HardwareAddr) error
 	// newSender makes a sender of many frames at once for one goroutine
 	// (nil, or returning nil: one by one through out). The replier and
-	// each worker have one, in their replyBatch.
+	// the serving loop each have one, in their replyBatch.
 	newSender func() func(frames [][]byte, macs []net.HardwareAddr) []error
 	replies   replyBatch // the replier's
 	pending   sync.Pool  // of *pending4
@@ -157,10 +152,6 @@ func (s *Server4) Start(ctx context.Context) error {
 	}
 	s.newSender = func() func([][]byte, []net.HardwareAddr) []error { return batchSender(raw, ifi.Index) }
 	s.replies = replyBatch{send: s.newSender()}
-	s.queues = make([]*queue[[]byte], workers4())
-	for i := range s.queues {
-		s.queues[i] = &queue[[]byte]{max: queueLen4, wake: make(chan struct{}, 1)}
-	}
 	s.done4.wake = make(chan struct{}, 1)
 
 	var workers, repliers sync.WaitGroup
@@ -168,28 +159,7 @@ func (s *Server4) Start(ctx context.Context) error {
 		<-ctx.Done()
 		udp.Close()
 	}()
-	workers.Go(func() {
-		s.read(ctx)
-		for _, q := range s.queues {
-			q.close()
-		}
-	})
-	for _, q := range s.queues {
-		workers.Go(func() {
-			var batch [][]byte
-			rb := &replyBatch{send: s.newSender()}
-			for {
-				if batch = q.take(batch); batch == nil {
-					return
-				}
-				for _, b := range batch {
-					s.serve(ctx, b, rb)
-				}
-				s.flush(rb)
-				clear(batch)
-			}
-		})
-	}
+	workers.Go(func() { s.serveLoop(ctx) })
 	workers.Go(func() { s.sweepLoop(ctx) })
 	repliers.Go(s.reply)
 	go func() {
@@ -236,12 +206,27 @@ func (s *Server4) Stats() Stats4 {
 	return st
 }
 
-func (s *Server4) read(ctx context.Context) {
+// serveLoop reads, decides and answers in one goroutine: the datagrams
+// waiting on the socket are taken together and their OFFERs and NAKs go
+// out with one sendmmsg. Deciding is serialised anyway, and parsing and
+// encoding cost about a microsecond; handing each datagram to a worker
+// goroutine cost more than that, and woke a second thread, on another CPU,
+// per handful of packets.
+func (s *Server4) serveLoop(ctx context.Context) {
+	in := newDatagramBatch4(s.udp, readBatch4)
 	recv := datagramReader4(s.udp)
 	buf := make([]byte, maxPacket4)
+	rb := &replyBatch{send: s.newSender()}
 	var slab slab4
 	for {
-		n, err := recv(buf)
+		var n, size int
+		var err error
+		if in != nil {
+			n, err = in.read()
+		} else {
+			size, err = recv(buf)
+			n = 1
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -254,12 +239,16 @@ func (s *Server4) read(ctx context.Context) {
 			}
 			continue
 		}
-		b := slab.copy(buf[:n])
-		q := s.queues[shard4(b, len(s.queues))]
-		if !q.push(b) {
-			s.h.stats.overflow.Add(1)
-			s.log.Debug("DHCPv4 request dropped: worker queue full")
+		for i := range n {
+			d := buf[:size]
+			if in != nil {
+				d = in.datagram(i)
+			}
+			// A copy: a request whose lease is being stored is answered
+			// from its bytes after the commit.
+			s.serve(ctx, slab.copy(d), rb)
 		}
+		s.flush(rb)
 	}
 }
 
@@ -301,27 +290,9 @@ func (s *slab4) copy(p []byte) []byte {
 	return b
 }
 
-// shard4 picks the worker, of n, of a packet from its client hardware
-// address (FNV-1a, inline: hash/fnv allocated).
-func shard4(b []byte, n int) int {
-	if len(b) < 34 {
-		return 0
-	}
-	return int(fnv32a4(2166136261, b[28:34]) % uint32(n))
-}
-
-// fnv32a4 continues the 32-bit FNV-1a hash h over b.
-func fnv32a4[T []byte | string](h uint32, b T) uint32 {
-	for i := 0; i < len(b); i++ {
-		h ^= uint32(b[i])
-		h *= 16777619
-	}
-	return h
-}
-
 // serve handles one datagram: decide, persist, then reply. Replies that
 // need no store write (OFFERs, NAKs) are queued in rb to go out with the
-// worker's others; nil rb sends them at once. b must stay unchanged until
+// others of its read; nil rb sends them at once. b must stay unchanged until
 // its reply is sent: the request aliases it.
 func (s *Server4) serve(ctx context.Context, b []byte, rb *replyBatch) {
 	defer func() {
