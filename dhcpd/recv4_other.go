@@ -9,5 +9,5 @@ func newDatagramBatch4(net.PacketConn, int) *datagramBatch4 { return nil }
 
 type datagramBatch4 struct{}
 
-func (*datagramBatch4) read() (int, error)   { return 0, nil }
+func (*datagramBatch4) read() (int, error)  { return 0, nil }
 func (*datagramBatch4) datagram(int) []byte { return nil }
