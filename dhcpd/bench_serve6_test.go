@@ -109,9 +109,9 @@ func BenchmarkServeExchange6(b *testing.B) { benchExchange6(b, slog.LevelWarn) }
 // which logs every lease.
 func BenchmarkServeExchange6Info(b *testing.B) { benchExchange6(b, slog.LevelInfo) }
 
-// benchRig6 drives a Server6 as its reader, a worker and the replier do,
-// without sockets: datagrams are copied as read copies them, served in
-// worker rounds of 64, and the completions answered as the replier does
+// benchRig6 drives a Server6 as its serving loop and the replier do,
+// without sockets: datagrams are copied as the loop copies them, served in
+// rounds of readBatch6, and the completions answered as the replier does
 // (without the pacer's sleeps). Answers are dropped.
 type benchRig6 struct {
 	s        *Server6
@@ -143,24 +143,21 @@ func newBenchRig6(b *testing.B, level slog.Level) *benchRig6 {
 	return r
 }
 
-// packet receives p as the reader does and serves it with its round.
+// packet receives p as the serving loop does and serves it with its read.
 func (r *benchRig6) packet(p []byte) {
-	r.s.receive(&r.slab, p, benchPeer6)
-	if q := r.s.queues[0]; len(q.q) == 64 {
+	r.s.st.received.Add(1)
+	r.batch = append(r.batch, packet6{data: r.slab.copy(p), peer: benchPeer6})
+	if len(r.batch) == readBatch6 {
 		r.work()
 	}
 }
 
-// work is a worker's round and the replier's.
+// work is the serving loop's round and the replier's.
 func (r *benchRig6) work() {
 	ctx := context.Background()
-	for _, q := range r.s.queues {
-		q.mu.Lock()
-		r.batch, q.q = q.q, r.batch[:0]
-		q.mu.Unlock()
-		r.s.round(ctx, r.w, r.batch)
-		clear(r.batch)
-	}
+	r.s.round(ctx, r.w, r.batch)
+	clear(r.batch)
+	r.batch = r.batch[:0]
 	q := &r.s.done
 	q.mu.Lock()
 	cs := q.q

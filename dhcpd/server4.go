@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -35,7 +36,7 @@ type Config4 struct {
 // its ACK goes out from the completion.
 const (
 	// readBatch4 is the most datagrams read before their replies go.
-	readBatch4  = 64
+	readBatch4  = 32
 	sweepEvery4 = 15 * time.Second
 	maxPacket4  = 4096
 )
@@ -206,14 +207,14 @@ func (s *Server4) Stats() Stats4 {
 	return st
 }
 
-// serveLoop reads, decides and answers in one goroutine: the datagrams
-// waiting on the socket are taken together and their OFFERs and NAKs go
-// out with one sendmmsg. Deciding is serialised anyway, and parsing and
-// encoding cost about a microsecond; handing each datagram to a worker
-// goroutine cost more than that, and woke a second thread, on another CPU,
-// per handful of packets.
+// serveLoop reads, decides and answers in one goroutine (datagramBatch
+// says why): the datagrams waiting on the socket are served in order and
+// their OFFERs and NAKs go out with one sendmmsg.
 func (s *Server4) serveLoop(ctx context.Context) {
-	in := newDatagramBatch4(s.udp, readBatch4)
+	var in *datagramBatch
+	if c, ok := s.udp.(syscall.Conn); ok {
+		in = newDatagramBatch(c, readBatch4, maxPacket4)
+	}
 	recv := datagramReader4(s.udp)
 	buf := make([]byte, maxPacket4)
 	rb := &replyBatch{send: s.newSender()}
@@ -242,7 +243,7 @@ func (s *Server4) serveLoop(ctx context.Context) {
 		for i := range n {
 			d := buf[:size]
 			if in != nil {
-				d = in.datagram(i)
+				d, _ = in.datagram(i)
 			}
 			// A copy: a request whose lease is being stored is answered
 			// from its bytes after the commit.

@@ -3,13 +3,11 @@ package dhcpd
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,11 +22,8 @@ import (
 const (
 	serverPort6 = 547
 	clientPort6 = 546
-	// queue6 bounds the messages waiting for each worker; beyond that
-	// they are dropped and counted: clients retransmit. Workers never wait
-	// for the disk (replies go out from the store's completions), so one
-	// per CPU is enough.
-	queue6 = 1024
+	// readBatch6 is the most datagrams read before they are served.
+	readBatch6 = 32
 	// sweepEvery6 is how often expired leases are removed.
 	sweepEvery6 = 30 * time.Second
 	// maxPacket6 is a jumbo frame's worth: real DHCPv6 messages are a few
@@ -57,7 +52,7 @@ type Stats6 struct {
 	Received     uint64 // datagrams read
 	Malformed    uint64 // undecodable or breaking the rules of their type
 	Ignored      uint64 // for another server, or not a client message
-	Overflow     uint64 // dropped because their worker's queue was full
+	Overflow     uint64 // always 0: requests wait in the socket's buffer, and are lost there when the server is overloaded
 	Solicits     uint64
 	Requests     uint64
 	Renews       uint64
@@ -85,11 +80,11 @@ type counters6 struct {
 	storeErrors, sendErrors                         atomic.Uint64
 }
 
-// Server6 is the DHCPv6 server of one network's bridge. A reader hands
-// each datagram to a worker, always the same one for a client (so that its
-// messages keep their order), which decodes it, decides under mu, submits
-// the leases to the store and sends the answers that need no store write;
-// the replier sends the others once they are durable.
+// Server6 is the DHCPv6 server of one network's bridge. One goroutine
+// reads the datagrams in order (so a client's messages keep theirs),
+// decodes them, decides under mu, submits the leases to the store and
+// sends the answers that need no store write; the replier sends the others
+// once they are durable.
 type Server6 struct {
 	cfg Config6
 	log *slog.Logger
@@ -109,11 +104,10 @@ type Server6 struct {
 	inflight sync.WaitGroup
 	done     queue[completion6]
 
-	conn   *net.UDPConn
-	queues []*queue[packet6] // one per worker
+	conn *net.UDPConn
 	// newSender makes a sender of many answers at once for one goroutine
 	// (nil, or returning nil: each with its own write on conn). The
-	// replier and each worker have one, in their batch6.
+	// replier and the serving loop each have one, in their batch6.
 	newSender func() func([]out6) []error
 	replies   batch6 // the replier's
 	cancel    context.CancelFunc
@@ -198,17 +192,14 @@ func (s *Server6) Start(ctx context.Context) error {
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.started = true
 	var workers sync.WaitGroup
-	workers.Add(3 + len(s.queues))
+	workers.Add(3)
 	go func() {
 		defer workers.Done()
 		<-ctx.Done()
 		conn.Close()
 	}()
-	go s.read(ctx, &workers)
+	go s.serveLoop(ctx, &workers)
 	go s.sweep(ctx, &workers)
-	for _, q := range s.queues {
-		go s.work(ctx, q, &workers)
-	}
 	s.wg.Go(func() {
 		workers.Wait()
 		// Every write is submitted; let the last completions out.
@@ -277,13 +268,9 @@ func (s *Server6) Stats() Stats6 {
 	return out
 }
 
-// setup makes the worker queues and the replier's batch (Start, and
-// benchmarks that drive the server without sockets).
+// setup makes the replier's queue and batch (Start, and benchmarks that
+// drive the server without sockets).
 func (s *Server6) setup() {
-	s.queues = make([]*queue[packet6], runtime.GOMAXPROCS(0))
-	for i := range s.queues {
-		s.queues[i] = &queue[packet6]{max: queue6, wake: make(chan struct{}, 1)}
-	}
 	s.done.wake = make(chan struct{}, 1)
 	s.replies = batch6{send: s.sender()}
 }
@@ -296,17 +283,27 @@ func (s *Server6) sender() func([]out6) []error {
 	return s.newSender()
 }
 
-func (s *Server6) read(ctx context.Context, wg *sync.WaitGroup) {
+// serveLoop reads, decides and answers in one goroutine (datagramBatch
+// says why): the datagrams waiting on the socket are served in order, so
+// a client's messages keep theirs, and the answers that need no store
+// write go out together.
+func (s *Server6) serveLoop(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
-	defer func() {
-		for _, q := range s.queues {
-			q.close()
-		}
-	}()
+	in := newDatagramBatch(s.conn, readBatch6, maxPacket6)
 	buf := make([]byte, maxPacket6)
+	w := &worker6{batch: batch6{send: s.sender()}}
 	var slab slab6
+	var batch []packet6
 	for {
-		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
+		var n, size int
+		var from netip.AddrPort
+		var err error
+		if in != nil {
+			n, err = in.read()
+		} else {
+			size, from, err = s.conn.ReadFromUDPAddrPort(buf)
+			n = 1
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -319,63 +316,30 @@ func (s *Server6) read(ctx context.Context, wg *sync.WaitGroup) {
 			}
 			continue
 		}
-		s.receive(&slab, buf[:n], from.Addr().WithZone(""))
-	}
-}
-
-// receive queues a datagram (a copy in slab) for its client's worker.
-func (s *Server6) receive(slab *slab6, b []byte, peer netip.Addr) {
-	s.st.received.Add(1)
-	q := s.queues[shard6(b, len(s.queues))]
-	if !q.push(packet6{data: slab.copy(b), peer: peer}) {
-		s.st.overflow.Add(1)
-	}
-}
-
-// shard6 picks the worker, of n, of a datagram from its Client ID, so that
-// a client's messages are served in order.
-func shard6(b []byte, n int) int {
-	if n <= 1 || len(b) < 4 {
-		return 0
-	}
-	for o := b[4:]; len(o) >= 4; {
-		code, l := dhcpv6.OptionCode(binary.BigEndian.Uint16(o)), int(binary.BigEndian.Uint16(o[2:]))
-		if l > len(o)-4 {
-			break
-		}
-		if code == dhcpv6.OptionClientID {
-			h := uint32(2166136261) // FNV-1a
-			for _, c := range o[4 : 4+l] {
-				h = (h ^ uint32(c)) * 16777619
+		for i := range n {
+			d, peer := buf[:size], from.Addr()
+			if in != nil {
+				d, peer = in.datagram(i)
 			}
-			return int(h % uint32(n))
+			s.st.received.Add(1)
+			// A copy: a message whose lease is being stored is answered
+			// after the commit.
+			batch = append(batch, packet6{data: slab.copy(d), peer: peer.Unmap().WithZone("")})
 		}
-		o = o[4+l:]
+		s.round(ctx, w, batch)
+		clear(batch)
+		batch = batch[:0]
 	}
-	return 0
 }
 
-// worker6 is what a worker reuses from one message to the next.
+// worker6 is what the serving loop reuses from one message to the next.
 type worker6 struct {
 	m     msg6
 	out   slab6  // the answers' bytes
 	batch batch6 // answers sent together at the end of a round
 }
 
-func (s *Server6) work(ctx context.Context, q *queue[packet6], wg *sync.WaitGroup) {
-	defer wg.Done()
-	w := &worker6{batch: batch6{send: s.sender()}}
-	var batch []packet6
-	for {
-		if batch = q.take(batch); batch == nil {
-			return
-		}
-		s.round(ctx, w, batch)
-		clear(batch)
-	}
-}
-
-// round serves what a worker took from its queue at once.
+// round serves the datagrams of one read.
 func (s *Server6) round(ctx context.Context, w *worker6, batch []packet6) {
 	for _, p := range batch {
 		if ctx.Err() != nil {
@@ -592,8 +556,8 @@ func (s *Server6) sent(peer netip.Addr, err error) {
 	}
 }
 
-// slab6 hands out pieces of larger buffers, for the datagrams a reader
-// copies and the answers a worker encodes: one allocation for dozens of
+// slab6 hands out pieces of larger buffers, for the datagrams the serving
+// loop copies and the answers it encodes: one allocation for dozens of
 // them. A piece is written once; the collector frees a buffer when none of
 // its pieces is referenced any more. The buffers are small because each
 // server keeps one per goroutine, and there may be hundreds of networks.
