@@ -5,34 +5,27 @@ import (
 	"time"
 )
 
-// queue is a FIFO from producers to one consumer that never blocks a
-// producer: finished store writes from the store's committer to a
-// server's replier (unbounded: the committer must never wait), and
-// requests from the reader to a worker (bounded by max). Its memory grows
-// with what is queued, so the queues of hundreds of idle networks hold
-// nothing, where channels held their whole capacity.
+// queue is the FIFO from the store's committer to a server's replier: the
+// finished store writes. It never blocks the producer (the committer must
+// never wait), and its memory grows with what is queued, so the queues of
+// hundreds of idle networks hold nothing, where channels held their whole
+// capacity.
 type queue[T any] struct {
 	mu     sync.Mutex
 	q      []T
-	max    int // 0: unbounded
 	closed bool
 	wake   chan struct{}
 }
 
-// push queues x; false when the queue is full (x is not queued).
-func (c *queue[T]) push(x T) bool {
+// push queues x.
+func (c *queue[T]) push(x T) {
 	c.mu.Lock()
-	if c.max > 0 && len(c.q) >= c.max {
-		c.mu.Unlock()
-		return false
-	}
 	c.q = append(c.q, x)
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 func (c *queue[T]) close() {
