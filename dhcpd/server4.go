@@ -216,7 +216,10 @@ func (s *Server4) serveLoop(ctx context.Context) {
 		in = newDatagramBatch(c, readBatch4, maxPacket4)
 	}
 	recv := datagramReader4(s.udp)
-	buf := make([]byte, maxPacket4)
+	var buf []byte // only without a datagramBatch
+	if in == nil {
+		buf = make([]byte, maxPacket4)
+	}
 	rb := &replyBatch{send: s.newSender()}
 	var slab slab4
 	for {

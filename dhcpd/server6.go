@@ -290,7 +290,10 @@ func (s *Server6) sender() func([]out6) []error {
 func (s *Server6) serveLoop(ctx context.Context, wg *sync.WaitGroup) {
 	defer wg.Done()
 	in := newDatagramBatch(s.conn, readBatch6, maxPacket6)
-	buf := make([]byte, maxPacket6)
+	var buf []byte // only without a datagramBatch
+	if in == nil {
+		buf = make([]byte, maxPacket6)
+	}
 	w := &worker6{batch: batch6{send: s.sender()}}
 	var slab slab6
 	var batch []packet6
