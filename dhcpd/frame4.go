@@ -19,21 +19,11 @@ const (
 // frameHeadersLen4 is what precedes the DHCP message in a reply frame.
 const frameHeadersLen4 = ethHeaderLen4 + ipHeaderLen4 + udpHeaderLen4
 
-// frame4 builds a complete Ethernet II / IPv4 / UDP frame around payload,
-// with the IPv4 header checksum and the UDP checksum computed here: a reply
-// must reach guests with a finished checksum (guests behind vhost-net drop
-// offloaded, unfinished ones, which is why libvirt needs a checksum-fill
-// rule for dnsmasq's replies).
-func frame4(dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
-	b := make([]byte, frameHeadersLen4+len(payload))
-	copy(b[frameHeadersLen4:], payload)
-	fillFrame4(b, dstMAC, srcMAC, src, dst, sport, dport)
-	return b
-}
-
 // appendFrame4 appends the frame of reply a, from the server (srcMAC, src
 // port 67) to the client (dstMAC, dst port 68), to b: a is encoded in
-// place, where frame4 took a marshalled message and copied it.
+// place. Its checksums are computed here: a reply must reach guests
+// finished (guests behind vhost-net drop offloaded, unfinished ones, which
+// is why libvirt needs a checksum-fill rule for dnsmasq's replies).
 func appendFrame4(b []byte, dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, a *answer4) []byte {
 	start := len(b)
 	b = append(b, make([]byte, frameHeadersLen4)...)

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -219,16 +218,8 @@ func validHostname6(s string) bool {
 	return true
 }
 
-// macFrom6 is the client's MAC address: from an EUI-64 link-local source
+// mac6 is the client's MAC address: from an EUI-64 link-local source
 // address, else from a DUID-LL or DUID-LLT of an Ethernet interface.
-func macFrom6(duid []byte, peer netip.Addr) net.HardwareAddr {
-	if mac, ok := mac6(duid, peer); ok {
-		return net.HardwareAddr(mac[:])
-	}
-	return nil
-}
-
-// mac6 is macFrom6 without allocating.
 func mac6(duid []byte, peer netip.Addr) ([6]byte, bool) {
 	if peer.Is6() && peer.IsLinkLocalUnicast() {
 		a := peer.As16()

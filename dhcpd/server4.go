@@ -500,12 +500,6 @@ func (s *Server4) flush(rb *replyBatch) {
 	rb.arena, rb.starts, rb.frames, rb.macs, rb.items = arena, starts, frames, macs, rb.items[:0]
 }
 
-func (s *Server4) complete(c *completion4) {
-	if s.settled(c) {
-		s.answer(&c.req, &c.ans, c.committed())
-	}
-}
-
 // settled reports a completion's store outcome and whether it is to be
 // answered: a lease that is not durable gets no ACK.
 func (s *Server4) settled(c *completion4) bool {
@@ -573,16 +567,10 @@ var (
 	broadcastIP4  = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 )
 
-// dest4 is where a reply goes on the bridge (RFC 2131 §4.1, no relays):
+// destOf4 is where a reply goes on the bridge (RFC 2131 §4.1, no relays):
 // NAKs are broadcast; a client that has an address (ciaddr: renewing,
 // rebinding, INFORM) gets it unicast there; one that asked for broadcast
 // gets broadcast; anyone else gets it unicast to its MAC and new address.
-func dest4(req, resp *dhcpv4.DHCPv4) (net.HardwareAddr, netip.Addr) {
-	r := requestFrom4(req)
-	return destOf4(&r, &answer4{mt: resp.MessageType(), yiaddr: ip4(resp.YourIPAddr)})
-}
-
-// destOf4 is dest4 of a decided reply.
 func destOf4(req *request4, a *answer4) (net.HardwareAddr, netip.Addr) {
 	if a.mt == dhcpv4.MessageTypeNak {
 		return broadcastMAC4, broadcastIP4

@@ -353,12 +353,6 @@ func (s *Server6) round(ctx context.Context, w *worker6, batch []packet6) {
 	s.flush(&w.batch)
 }
 
-// serve handles one datagram and sends its answer, if it needs no store
-// write, at once.
-func (s *Server6) serve(ctx context.Context, p packet6) {
-	s.serveIn(ctx, &worker6{}, p)
-}
-
 // serveIn handles one datagram: decode, decide, persist, and only then
 // answer. Answers that need no store write are queued in w's batch.
 func (s *Server6) serveIn(ctx context.Context, w *worker6, p packet6) {
@@ -464,12 +458,6 @@ func (s *Server6) reply() {
 }
 
 // complete answers one completion at once.
-func (s *Server6) complete(c *completion6) {
-	if s.settled(c) {
-		s.queueAnswer(nil, c)
-	}
-}
-
 // settled counts and logs a completion's store outcome and reports
 // whether it is to be answered: what is not durable is not acknowledged.
 func (s *Server6) settled(c *completion6) bool {
