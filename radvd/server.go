@@ -15,6 +15,7 @@ import (
 
 	"github.com/mdlayher/ndp"
 	"github.com/vnetd/vnetd/conf"
+	"github.com/vnetd/vnetd/internal/ratelog"
 	"golang.org/x/net/ipv6"
 )
 
@@ -103,7 +104,7 @@ type Server struct {
 	wake   chan struct{}
 	wg     sync.WaitGroup
 	st     counters
-	limit  logLimiter
+	limit  ratelog.Limiter
 }
 
 // New checks cfg and builds the advertisement; nothing is sent before
@@ -133,7 +134,7 @@ func New(cfg Config) (*Server, error) {
 		listen: listen,
 		params: p,
 		wake:   make(chan struct{}, 1),
-		limit:  logLimiter{every: logEvery},
+		limit:  ratelog.Limiter{Every: logEvery},
 	}, nil
 }
 
@@ -325,10 +326,10 @@ func (s *Server) advertise(now time.Time, mc bool, mcAnswers int, uc []unicast) 
 		// other advertisements, §6.1.2). One multicast, retried with
 		// back-off, then answers everyone waiting.
 		if errors.Is(err, errNotReady) {
-			s.limit.log(s.log, slog.LevelDebug, "no link-local address on the bridge yet, advertisement postponed")
+			s.limit.Log(s.log, slog.LevelDebug, "no link-local address on the bridge yet, advertisement postponed")
 		} else {
 			s.st.sendErrors.Add(1)
-			s.limit.log(s.log, slog.LevelWarn, "looking up the bridge failed, advertisement postponed", "err", err)
+			s.limit.Log(s.log, slog.LevelWarn, "looking up the bridge failed, advertisement postponed", "err", err)
 		}
 		s.mu.Lock()
 		s.sched.unready(now, answers)
@@ -342,7 +343,7 @@ func (s *Server) advertise(now time.Time, mc bool, mcAnswers int, uc []unicast) 
 		// ParamsFromNetwork checked the advertisement: only a MAC that is
 		// not Ethernet's gets here.
 		s.st.sendErrors.Add(1)
-		s.limit.log(s.log, slog.LevelError, "cannot encode the router advertisement", "err", err)
+		s.limit.Log(s.log, slog.LevelError, "cannot encode the router advertisement", "err", err)
 		s.mu.Lock()
 		if mc {
 			s.sched.sent(now)
@@ -376,7 +377,7 @@ func (s *Server) advertise(now time.Time, mc bool, mcAnswers int, uc []unicast) 
 func (s *Server) send(b []byte, src, dst netip.Addr) bool {
 	if err := s.conn.write(b, src, dst); err != nil {
 		s.st.sendErrors.Add(1)
-		s.limit.log(s.log, slog.LevelWarn, "sending a router advertisement failed", "to", dst, "err", err)
+		s.limit.Log(s.log, slog.LevelWarn, "sending a router advertisement failed", "to", dst, "err", err)
 		return false
 	}
 	s.st.sent.Add(1)
@@ -440,10 +441,10 @@ func (s *Server) read() {
 		case errors.Is(err, errMalformed):
 			s.st.received.Add(1)
 			s.st.malformed.Add(1)
-			s.limit.log(s.log, slog.LevelDebug, "dropped a malformed router solicitation", "err", err)
+			s.limit.Log(s.log, slog.LevelDebug, "dropped a malformed router solicitation", "err", err)
 			continue
 		case err != nil:
-			s.limit.log(s.log, slog.LevelWarn, "reading router solicitations failed", "err", err)
+			s.limit.Log(s.log, slog.LevelWarn, "reading router solicitations failed", "err", err)
 			// A socket error that persists must not spin the loop.
 			time.Sleep(100 * time.Millisecond)
 			continue
@@ -456,7 +457,7 @@ func (s *Server) read() {
 		s.st.received.Add(1)
 		if _, err := parseRS(buf[:n], hop, src); err != nil {
 			s.st.malformed.Add(1)
-			s.limit.log(s.log, slog.LevelDebug, "dropped a malformed router solicitation", "from", src, "err", err)
+			s.limit.Log(s.log, slog.LevelDebug, "dropped a malformed router solicitation", "from", src, "err", err)
 			continue
 		}
 		s.mu.Lock()
@@ -464,43 +465,9 @@ func (s *Server) read() {
 		s.mu.Unlock()
 		if v == rateLimited {
 			s.st.rateLimited.Add(1)
-			s.limit.log(s.log, slog.LevelDebug, "router solicitation rate-limited", "from", src)
+			s.limit.Log(s.log, slog.LevelDebug, "router solicitation rate-limited", "from", src)
 			continue
 		}
 		s.poke()
 	}
-}
-
-// logLimiter logs each kind of message (by its text) at most once per
-// every, with the count of those it suppressed in between: per-packet
-// problems must not flood the log.
-type logLimiter struct {
-	every time.Duration
-
-	mu         sync.Mutex
-	last       map[string]time.Time
-	suppressed map[string]int
-}
-
-func (l *logLimiter) log(log *slog.Logger, level slog.Level, msg string, args ...any) {
-	if !log.Enabled(context.Background(), level) {
-		return
-	}
-	l.mu.Lock()
-	if l.last == nil {
-		l.last, l.suppressed = map[string]time.Time{}, map[string]int{}
-	}
-	now := time.Now()
-	if t, ok := l.last[msg]; ok && now.Sub(t) < l.every {
-		l.suppressed[msg]++
-		l.mu.Unlock()
-		return
-	}
-	l.last[msg] = now
-	if n := l.suppressed[msg]; n > 0 {
-		args = append(args, "suppressed", n)
-		l.suppressed[msg] = 0
-	}
-	l.mu.Unlock()
-	log.Log(context.Background(), level, msg, args...)
 }

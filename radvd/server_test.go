@@ -357,27 +357,6 @@ func TestServerNotReady(t *testing.T) {
 	c.none(t, 50*time.Millisecond)
 }
 
-func TestLogLimiter(t *testing.T) {
-	var sb strings.Builder
-	var mu sync.Mutex
-	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return sb.Write(p)
-	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	l := logLimiter{every: time.Hour}
-	for range 5 {
-		l.log(log, slog.LevelWarn, "bad packet")
-	}
-	l.log(log, slog.LevelWarn, "other")
-	l.last["bad packet"] = time.Now().Add(-2 * time.Hour)
-	l.log(log, slog.LevelWarn, "bad packet")
-	out := sb.String()
-	if strings.Count(out, "bad packet") != 2 || !strings.Contains(out, "suppressed=4") || strings.Count(out, "other") != 1 {
-		t.Errorf("log:\n%s", out)
-	}
-}
-
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
