@@ -205,35 +205,60 @@ func lockRunDir(dir string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// listenSocket opens the control socket, replacing a stale one (the lock
-// proves no other vnetd uses it), mode 0600 or 0660 for group.
+// listenSocket opens the control socket at path: mode 0600, or 0660 and
+// owned by group. listen(2) creates a socket with the umask's mode, so the
+// socket is born in a private (0700) directory next to path and renamed into
+// place only once its owner and mode are final: at no moment can anyone the
+// umask would allow connect. The rename also replaces a stale socket
+// atomically (the run dir's lock proves no other vnetd uses it).
 func listenSocket(path, group string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("socket dir: %w", err)
 	}
-	os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	mode, gid := os.FileMode(0o600), -1
+	if group != "" {
+		g, err := lookupGroup(group)
+		if err != nil {
+			return nil, err
+		}
+		mode, gid = 0o660, g
+	}
+	// Short names: the birth path must fit a socket address (108 bytes)
+	// about as well as path does.
+	birthDir, err := os.MkdirTemp(dir, ".vnetd")
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	mode := os.FileMode(0o600)
-	if group != "" {
-		gid, err := lookupGroup(group)
-		if err != nil {
-			ln.Close()
-			return nil, err
-		}
-		if err := os.Chown(path, 0, gid); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("control socket group: %w", err)
-		}
-		mode = 0o660
+	defer os.RemoveAll(birthDir)
+	birth := filepath.Join(birthDir, "s")
+	ln, err := net.Listen("unix", birth)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	if err := os.Chmod(path, mode); err != nil {
+	// The birth path is gone after the rename, and a later Close must not
+	// unlink whatever might be there then; Run removes the socket at exit.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := placeSocket(birth, path, mode, gid); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("control socket mode: %w", err)
+		return nil, err
 	}
 	return ln, nil
+}
+
+func placeSocket(birth, path string, mode os.FileMode, gid int) error {
+	if gid >= 0 {
+		if err := os.Chown(birth, 0, gid); err != nil {
+			return fmt.Errorf("control socket group: %w", err)
+		}
+	}
+	if err := os.Chmod(birth, mode); err != nil {
+		return fmt.Errorf("control socket mode: %w", err)
+	}
+	if err := os.Rename(birth, path); err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	return nil
 }
 
 func lookupGroup(name string) (int, error) {
