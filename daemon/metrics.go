@@ -72,7 +72,8 @@ func serveMetrics(ln net.Listener, m *Manager, log *slog.Logger) (stop func()) {
 	addr := ln.Addr().String()
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.MetricsHandler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := metricsLimits.server(mux)
+	ln = metricsLimits.listener(ln)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

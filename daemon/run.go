@@ -17,6 +17,7 @@ import (
 	"time"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/net/netutil"
 )
 
 // Options are vnetd's command-line settings.
@@ -99,7 +100,7 @@ func Run(ctx context.Context, opt Options, host Host, fw Firewall) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: Handler(m, log), ReadHeaderTimeout: 10 * time.Second}
+	srv := controlLimits.server(Handler(m, log))
 	// Event streams never end by themselves: closing the bus ends them.
 	srv.RegisterOnShutdown(m.Events().Close)
 	serveErr := make(chan error, 1)
@@ -203,6 +204,64 @@ func lockRunDir(dir string) (func(), error) {
 	f.Truncate(0)
 	fmt.Fprintf(f, "%d\n", os.Getpid())
 	return func() { f.Close() }, nil
+}
+
+// serverLimits bound what the clients of one HTTP listener can hold: the
+// time a connection may take to send a request and to take its answer, the
+// time it may sit idle between requests, and how many connections are
+// served at once. Zero means no bound.
+type serverLimits struct {
+	readHeader, read, write, idle time.Duration
+	maxHeaderBytes                int
+	maxConns                      int
+}
+
+// metricsLimits: --metrics-listen may be reachable by anyone, and a scrape
+// is one small GET answered in milliseconds, so every phase is bounded.
+// Past maxConns, new connections wait in the kernel's accept queue rather
+// than being accepted and closed: waiting costs vnetd no goroutine and no
+// file descriptor, and a scraper queued behind a stuck client is served
+// as soon as the timeouts free a slot instead of failing at once.
+var metricsLimits = serverLimits{
+	readHeader:     10 * time.Second,
+	read:           30 * time.Second,
+	write:          30 * time.Second,
+	idle:           30 * time.Second,
+	maxHeaderBytes: 16 << 10,
+	maxConns:       16,
+}
+
+// controlLimits: only root and --socket-group can reach the control socket,
+// and they can do anything with vnetd anyway, so the bounds only keep a
+// stuck or careless client from holding connections forever; there is no
+// connection limit, which would let such a client lock the administrator
+// out. There is no read or write timeout either: GET /v1/events streams for
+// as long as its client listens, and /debug/pprof/profile and /trace for as
+// long as asked. net/http keeps ReadTimeout armed while a handler runs and
+// cancels the request's context when it fires, which would end both, and
+// WriteTimeout cuts their responses. Request bodies are bounded in size by
+// the handlers (maxBody).
+var controlLimits = serverLimits{
+	readHeader: 10 * time.Second,
+	idle:       2 * time.Minute,
+}
+
+func (l serverLimits) server(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.readHeader,
+		ReadTimeout:       l.read,
+		WriteTimeout:      l.write,
+		IdleTimeout:       l.idle,
+		MaxHeaderBytes:    l.maxHeaderBytes,
+	}
+}
+
+func (l serverLimits) listener(ln net.Listener) net.Listener {
+	if l.maxConns <= 0 {
+		return ln
+	}
+	return netutil.LimitListener(ln, l.maxConns)
 }
 
 // listenSocket opens the control socket at path: mode 0600, or 0660 and
