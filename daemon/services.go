@@ -54,8 +54,14 @@ func newNetServices(stateDir string, log *slog.Logger) (*netServices, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lease store: %w", err)
 	}
-	if why := store.Repaired(); why != "" {
-		log.Warn("lease store repaired after a crash", "what", why)
+	if r := store.Repaired(); r != nil && r.MidFile() {
+		// No crash does this; the disk (or someone writing to the file)
+		// did, and the leases in the damaged records are gone.
+		log.Error("lease log damaged: the damaged records were dropped, every intact lease kept, and the log rewritten",
+			"damaged_stretches", r.Damaged, "records_lost", r.LostRecords, "bytes_lost", r.LostBytes,
+			"torn_tail_bytes", r.TornBytes, "copy", r.Quarantine, "first", r.Detail)
+	} else if r != nil {
+		log.Warn("lease log repaired after a crash: cut a torn last append", "bytes", r.TornBytes, "what", r.Detail)
 	}
 	// Earlier versions kept the leases in a bbolt database.
 	if old := filepath.Join(stateDir, "leases.db"); fileExists(old) {

@@ -72,8 +72,8 @@ func (l Lease) Expired(now time.Time) bool {
 
 // Store is the lease database. It is safe for concurrent use.
 type Store struct {
-	path     string
-	repaired string
+	path   string
+	repair *Repair
 
 	// The log and what the committer knows of it; only the committer (or
 	// Open, before it starts) touches them.
@@ -151,6 +151,9 @@ const (
 	minSyncGap = 2 * time.Millisecond
 )
 
+// timeNow names the copies of damaged logs (a variable for tests).
+var timeNow = time.Now
+
 // lockWait is how long Open waits for another process's lock (a variable
 // for tests).
 var lockWait = 2 * time.Second
@@ -158,7 +161,10 @@ var lockWait = 2 * time.Second
 // Open opens (creating if needed) the lease log at path and replays it. The
 // parent directory is created with mode 0700. A record cut short by a
 // crash while it was being written (it was never reported durable, so no
-// client was acknowledged it) is cut off the end; Repaired says so. The
+// client was acknowledged it) is cut off the end. Damage anywhere else
+// (the disk's, not a crash's) costs the damaged records alone: Open first
+// keeps a copy of the log as it found it, then keeps every intact record
+// and rewrites the log without the damage. Repaired says what it did. The
 // file is locked: a second vnetd on the same state directory fails here.
 func Open(path string) (*Store, error) {
 	dir := filepath.Dir(path)
@@ -186,8 +192,39 @@ func Open(path string) (*Store, error) {
 	return s, nil
 }
 
-// Repaired describes the damaged tail Open cut off the log; "" if none.
-func (s *Store) Repaired() string { return s.repaired }
+// Repair is what Open found wrong with the log and did about it.
+type Repair struct {
+	// TornBytes were cut off the end of the log: an append that a crash
+	// cut short, which was never reported durable.
+	TornBytes int
+	// Damaged is how many damaged stretches the log had before its end.
+	// They held LostRecords records (exact when the damaged frames'
+	// lengths survived, else one per stretch, the least it can be) in
+	// LostBytes; those leases, deletes or drops are lost, and every intact
+	// record around them was kept.
+	Damaged, LostRecords, LostBytes int
+	// Quarantine is the copy of the log as Open found it, written before
+	// anything was changed when Damaged > 0, for a look at the damage.
+	Quarantine string
+	// Detail says what was wrong where the first damage (or the torn
+	// tail) begins.
+	Detail string
+}
+
+// MidFile reports whether the log was damaged before its end, which no
+// crash does: the disk or something writing to the file did.
+func (r *Repair) MidFile() bool { return r.Damaged > 0 }
+
+func (r *Repair) String() string {
+	if r.MidFile() {
+		return fmt.Sprintf("%d damaged stretches (%d bytes, at least %d records lost) resynchronised past, torn tail %d bytes, damaged log kept as %s: %s",
+			r.Damaged, r.LostBytes, r.LostRecords, r.TornBytes, r.Quarantine, r.Detail)
+	}
+	return fmt.Sprintf("cut %d bytes off the end of the lease log: %s", r.TornBytes, r.Detail)
+}
+
+// Repaired says what Open repaired in the log; nil if nothing.
+func (s *Store) Repaired() *Repair { return s.repair }
 
 // load locks the log, replays it, cuts a torn tail and rewrites the log if
 // it is mostly dead records.
@@ -219,17 +256,50 @@ func (s *Store) load() error {
 	if len(data) < len(logMagic) || string(data[:len(logMagic)]) != logMagic {
 		return errors.New("not a vnetd lease log (bad header); move it away to start with no leases")
 	}
-	good, why := scanLog(data, len(logMagic), s.replay)
-	s.size = int64(good)
-	if good < len(data) {
+	damage := scanLog(data, len(logMagic), s.replay)
+	s.size = int64(len(data))
+	if len(damage) == 0 {
+		return s.seekEnd()
+	}
+	r := &Repair{Detail: damage[0].why.Error()}
+	if last := damage[len(damage)-1]; last.end == len(data) {
+		r.TornBytes = last.end - last.off
+		damage = damage[:len(damage)-1]
+	}
+	for _, d := range damage {
+		r.Damaged++
+		r.LostRecords += d.records(data)
+		r.LostBytes += d.end - d.off
+	}
+	s.repair = r
+	if !r.MidFile() {
+		good := len(data) - r.TornBytes
 		if err := s.f.Truncate(int64(good)); err != nil {
 			return fmt.Errorf("cutting the damaged tail: %w", err)
 		}
 		if err := s.f.Sync(); err != nil {
 			return err
 		}
-		s.repaired = fmt.Sprintf("cut %d bytes off the end of the lease log: %v", len(data)-good, why)
+		s.size = int64(good)
+		return s.seekEnd()
 	}
+	// The damage goes with the rewrite below, so the log as it was is
+	// kept first: it is the only evidence of what the disk did, and the
+	// lost records may still be read out of it by hand.
+	q, err := quarantine(s.path, data, timeNow())
+	if err != nil {
+		return fmt.Errorf("damaged at offset %d (%v) and a copy could not be kept, so it was left as it is: %w", damage[0].off, damage[0].why, err)
+	}
+	r.Quarantine = q
+	if err := s.compact(); err != nil {
+		return fmt.Errorf("damaged (a copy is in %s): %w", q, err)
+	}
+	return nil
+}
+
+// seekEnd positions the log for appends and rewrites it if it is mostly
+// dead records.
+func (s *Store) seekEnd() error {
 	if _, err := s.f.Seek(0, io.SeekEnd); err != nil {
 		return err
 	}
@@ -239,6 +309,40 @@ func (s *Store) load() error {
 		}
 	}
 	return nil
+}
+
+// quarantine writes data, durably, to a new file next to path named
+// path.corrupt-<time> and returns its name. It never replaces a file.
+func quarantine(path string, data []byte, now time.Time) (string, error) {
+	base := path + ".corrupt-" + now.UTC().Format("20060102T150405Z")
+	for i := 0; ; i++ {
+		name := base
+		if i > 0 {
+			name = fmt.Sprintf("%s.%d", base, i)
+		}
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) && i < 100 {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		_, err = f.Write(data)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = syncDir(filepath.Dir(name))
+		}
+		if err != nil {
+			os.Remove(name)
+			return "", fmt.Errorf("keeping a copy as %s: %w", name, err)
+		}
+		return name, nil
+	}
 }
 
 // replay applies one record read back from the log.

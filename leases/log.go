@@ -217,33 +217,101 @@ func decodeRecord(p []byte) (record, error) {
 	return rec, r.err
 }
 
-// scanLog replays the records of data, from offset start (after the
-// header), into apply, and returns the offset where whole, valid records
-// end. What follows is a torn or damaged tail (why says what).
-func scanLog(data []byte, start int, apply func(*record)) (good int, why error) {
-	for off := start; off < len(data); {
-		rest := data[off:]
-		if len(rest) < frameHeader {
-			return off, fmt.Errorf("%d bytes of a record header at offset %d", len(rest), off)
-		}
-		n := binary.BigEndian.Uint32(rest)
-		if n == 0 || n > maxRecordLen {
-			return off, fmt.Errorf("record length %d at offset %d", n, off)
-		}
-		if uint64(len(rest)-frameHeader) < uint64(n) {
-			return off, fmt.Errorf("record at offset %d cut short (%d of %d bytes)", off, len(rest)-frameHeader, n)
-		}
-		payload := rest[frameHeader : frameHeader+int(n)]
-		if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(rest[4:]) {
-			return off, fmt.Errorf("record at offset %d fails its checksum", off)
-		}
-		rec, err := decodeRecord(payload)
-		if err != nil {
-			return off, fmt.Errorf("record at offset %d: %w", off, err)
-		}
-		rec.size = int64(frameHeader + n)
-		apply(&rec)
-		off += frameHeader + int(n)
+// frameAt decodes the record framed at off in data and returns it with its
+// framed size, or why no valid record starts there.
+func frameAt(data []byte, off int) (record, int, error) {
+	rest := data[off:]
+	if len(rest) < frameHeader {
+		return record{}, 0, fmt.Errorf("%d bytes of a record header at offset %d", len(rest), off)
 	}
-	return len(data), nil
+	n := binary.BigEndian.Uint32(rest)
+	if n == 0 || n > maxRecordLen {
+		return record{}, 0, fmt.Errorf("record length %d at offset %d", n, off)
+	}
+	if uint64(len(rest)-frameHeader) < uint64(n) {
+		return record{}, 0, fmt.Errorf("record at offset %d cut short (%d of %d bytes)", off, len(rest)-frameHeader, n)
+	}
+	payload := rest[frameHeader : frameHeader+int(n)]
+	if crc32.Checksum(payload, castagnoli) != binary.BigEndian.Uint32(rest[4:]) {
+		return record{}, 0, fmt.Errorf("record at offset %d fails its checksum", off)
+	}
+	rec, err := decodeRecord(payload)
+	if err != nil {
+		return record{}, 0, fmt.Errorf("record at offset %d: %w", off, err)
+	}
+	size := frameHeader + int(n)
+	rec.size = int64(size)
+	return rec, size, nil
+}
+
+// stretch is a part of the log, [off, end), in which no valid record
+// starts where the one before it ended.
+type stretch struct {
+	off, end int
+	why      error // what was wrong at off
+}
+
+// records is how many records the stretch held: the frames' lengths are
+// followed from its start, and if they land exactly on its end, that is
+// the count; otherwise a length itself was damaged and the count is
+// unknown, so it is 1, the least it can be.
+func (s stretch) records(data []byte) int {
+	hops := 0
+	p := s.off
+	for p+frameHeader <= s.end {
+		n := binary.BigEndian.Uint32(data[p:])
+		if n == 0 || n > maxRecordLen {
+			break
+		}
+		p += frameHeader + int(n)
+		hops++
+	}
+	if p == s.end && hops > 0 {
+		return hops
+	}
+	return 1
+}
+
+// scanLog replays the records of data, from offset start (after the
+// header), into apply. Where no valid record starts, it resynchronises on
+// the next offset at which one does (its length in range, its CRC32C and
+// its payload valid) and goes on from there, so one damaged record costs
+// that record alone, not every record after it. It returns the damaged
+// stretches in order; one that runs to the end of data, with no valid
+// record after it, is a torn tail.
+//
+// A false resynchronisation inside a damaged stretch would need a whole
+// frame with a matching CRC32C inside it. Guests cannot plant one: the
+// only bytes of a record they choose freely are a 6-byte MAC, shorter than
+// the smallest frame (11 bytes), and hostnames, which the DHCP servers
+// keep to DNS label characters, never the zero bytes of a frame's length.
+func scanLog(data []byte, start int, apply func(*record)) []stretch {
+	var damage []stretch
+	for off := start; off < len(data); {
+		rec, n, err := frameAt(data, off)
+		if err == nil {
+			apply(&rec)
+			off += n
+			continue
+		}
+		next := resync(data, off+1)
+		damage = append(damage, stretch{off: off, end: next, why: err})
+		off = next
+	}
+	return damage
+}
+
+// resync returns the first offset from from on at which a valid record
+// starts, or len(data) if there is none.
+func resync(data []byte, from int) int {
+	for p := from; p+frameHeader < len(data); p++ {
+		// Most offsets fail on the length alone, before any checksum.
+		if n := binary.BigEndian.Uint32(data[p:]); n == 0 || n > maxRecordLen || uint64(n) > uint64(len(data)-p-frameHeader) {
+			continue
+		}
+		if _, _, err := frameAt(data, p); err == nil {
+			return p
+		}
+	}
+	return len(data)
 }
