@@ -34,6 +34,17 @@ const (
 	maxBlksize     = 65464
 )
 
+// Request limits. RFC 2347 caps a request at 512 octets; maxRequest allows
+// what one unfragmented Ethernet frame carries (1500 - 20 - 8), as one UDP
+// segment, so that a client with a long path still boots. Real clients send
+// at most a handful of options (blksize, tsize, timeout, windowsize), so
+// maxOptions leaves room for all the defined ones and bounds the duplicate
+// check to a few comparisons per option.
+const (
+	maxRequest = 1472
+	maxOptions = 16
+)
+
 // request is a parsed RRQ or WRQ.
 type request struct {
 	op       uint16
@@ -68,7 +79,11 @@ func parseRequest(b []byte) (*request, error) {
 	if r.op != opRRQ && r.op != opWRQ {
 		return nil, fmt.Errorf("opcode %d is not a request", r.op)
 	}
-	fields, err := splitStrings(b[2:])
+	if len(b) > maxRequest {
+		return nil, fmt.Errorf("request of %d bytes, over %d", len(b), maxRequest)
+	}
+	// Filename, mode, and one option more than allowed: enough to refuse.
+	fields, err := splitStrings(b[2:], 2+2*(maxOptions+1))
 	if err != nil {
 		return nil, err
 	}
@@ -77,6 +92,9 @@ func parseRequest(b []byte) (*request, error) {
 	}
 	if len(fields)%2 != 0 {
 		return nil, errors.New("option without value")
+	}
+	if n := (len(fields) - 2) / 2; n > maxOptions {
+		return nil, fmt.Errorf("%d options, over %d", n, maxOptions)
 	}
 	r.filename = fields[0]
 	r.mode = strings.ToLower(fields[1])
@@ -99,10 +117,11 @@ func parseRequest(b []byte) (*request, error) {
 	return r, nil
 }
 
-// splitStrings splits a sequence of NUL-terminated strings.
-func splitStrings(b []byte) ([]string, error) {
+// splitStrings splits a sequence of NUL-terminated strings, at most max of
+// them: the rest is left unread.
+func splitStrings(b []byte, max int) ([]string, error) {
 	var out []string
-	for len(b) > 0 {
+	for len(b) > 0 && len(out) < max {
 		i := bytes.IndexByte(b, 0)
 		if i < 0 {
 			return nil, errors.New("string not NUL-terminated")

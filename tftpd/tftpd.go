@@ -162,7 +162,7 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) serve(ctx context.Context, conn *net.UDPConn) {
-	buf := make([]byte, 65536)
+	buf := make([]byte, maxRequest+1) // one more: a longer datagram reads as too long
 	for {
 		n, from, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
