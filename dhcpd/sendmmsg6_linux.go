@@ -1,6 +1,7 @@
 package dhcpd
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"unsafe"
@@ -14,12 +15,15 @@ type udpBatch6 struct {
 	port  int    // the clients'
 	scope uint32 // the bridge's index, for link-local clients
 	b     *mmsgBatch[unix.RawSockaddrInet6]
+	// link sends the answers the kernel has no route for (nil: none go).
+	link *link6
 }
 
 // newSender6 is udpBatch6.send on conn to the clients' port on the bridge
-// of index ifindex, nil if conn has no descriptor.
-func newSender6(conn *net.UDPConn, ifindex int) func([]out6) []error {
+// of index ifindex, falling back to link; nil if conn has no descriptor.
+func newSender6(conn *net.UDPConn, ifindex int, link *link6) func([]out6) []error {
 	if b := newUDPBatch6(conn, clientPort6, ifindex); b != nil {
+		b.link = link
 		return b.send
 	}
 	return nil
@@ -40,7 +44,15 @@ func (u *udpBatch6) send(outs []out6) []error {
 	for i, o := range outs {
 		u.b.put(i, o.b, sockaddr6(o.to, u.port, u.scope))
 	}
-	return u.b.flush()
+	errs := u.b.flush()
+	if u.link != nil {
+		for i, err := range errs {
+			if errors.Is(err, unix.ENETUNREACH) || errors.Is(err, unix.EHOSTUNREACH) {
+				errs[i] = u.link.send(outs[i].b, outs[i].to, u.port)
+			}
+		}
+	}
+	return errs
 }
 
 // sockaddr6 is struct sockaddr_in6 of a ip:port; the scope (interface

@@ -186,8 +186,13 @@ func (s *Server6) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dhcpv6: network %s: %w", s.network.Name, err)
 	}
+	link, err := openLink6(s.cfg.Bridge, ifi.Index)
+	if err != nil {
+		// Only clients the kernel has no route to go unanswered.
+		s.log.Warn("DHCPv6 cannot answer clients the host has no route to", "err", err)
+	}
 	s.h, s.conn = h, conn
-	s.newSender = func() func([]out6) []error { return newSender6(conn, ifi.Index) }
+	s.newSender = func() func([]out6) []error { return newSender6(conn, ifi.Index, link) }
 	s.setup()
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.started = true
@@ -206,7 +211,11 @@ func (s *Server6) Start(ctx context.Context) error {
 		s.inflight.Wait()
 		s.done.close()
 	})
-	s.wg.Go(s.reply)
+	s.wg.Go(func() {
+		s.reply()
+		// The replier is the last to send: the serving loop ended first.
+		link.close()
+	})
 	s.log.Info("DHCPv6 server started", "duid", FormatDUID6(duid), "leases", loaded)
 	return nil
 }

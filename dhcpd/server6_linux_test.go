@@ -713,3 +713,68 @@ func TestServer6Shell(t *testing.T) {
 		t.Fatalf("retransmitted request: %v", m)
 	}
 }
+
+// TestServer6AnswersOnLink: a client is answered on the bridge whatever its
+// source address, including a global one outside the network's prefix that
+// the host has no route back to (the kernel refuses to send there:
+// ENETUNREACH), and a link-local one.
+func TestServer6AnswersOnLink(t *testing.T) {
+	l := newLab6(t, 3600)
+	// Off-link for the host: neither in the network's prefix nor routed.
+	nettest.Must(t, "ip", "-n", l.guest, "addr", "add", "2001:db8:99::5/128", "dev", "eth0", "nodad")
+	for _, tc := range []struct {
+		name string
+		src  string // "": the kernel picks, a link-local address
+	}{
+		{name: "global outside the prefix", src: "2001:db8:99::5"},
+		{name: "link-local"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var conn *net.UDPConn
+			must6(t, nettest.Do(l.guest, func() error {
+				lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+					var serr error
+					c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), "eth0") })
+					return serr
+				}}
+				pc, err := lc.ListenPacket(context.Background(), "udp6", net.JoinHostPort(tc.src, "546"))
+				if err != nil {
+					return err
+				}
+				conn = pc.(*net.UDPConn)
+				return nil
+			}))
+			defer conn.Close()
+			var ifi int
+			must6(t, nettest.Do(l.guest, func() error {
+				i, err := net.InterfaceByName("eth0")
+				if err == nil {
+					ifi = i.Index
+				}
+				return err
+			}))
+			before := l.srv.Stats()
+			e := &env6{t: t, now: time.Now()}
+			sol := e.msg(cA, dhcpv6.MessageTypeSolicit, cA.ia()).ToBytes()
+			if _, err := conn.WriteToUDPAddrPort(sol, netip.AddrPortFrom(allDHCPAgents6.WithZone(fmt.Sprint(ifi)), serverPort6)); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 2000)
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("no answer: %v (stats %+v)", err, l.srv.Stats())
+			}
+			m, err := dhcpv6.MessageFromBytes(buf[:n])
+			if err != nil || m.MessageType != dhcpv6.MessageTypeAdvertise {
+				t.Fatalf("answer %v, %v; want an Advertise", m, err)
+			}
+			if !from.Addr().IsLinkLocalUnicast() || from.Port() != serverPort6 {
+				t.Errorf("answer from %s, want the bridge's link-local address, port %d", from, serverPort6)
+			}
+			if st := l.srv.Stats(); st.SendErrors != before.SendErrors || st.Advertises != before.Advertises+1 {
+				t.Errorf("stats %+v, before %+v", st, before)
+			}
+		})
+	}
+}
