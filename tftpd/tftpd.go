@@ -22,8 +22,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/vnetd/vnetd/internal/ratelog"
 )
 
 // Config configures a Server.
@@ -51,12 +54,46 @@ type Server struct {
 	tries   int           // sends of a packet before giving up
 	sem     chan struct{} // bounds concurrent transfers
 
+	// lim bounds the per-request log lines: any client can make them.
+	lim   ratelog.Limiter
+	stats counters
+	// testPanic, set only by tests, is called with "read" on the reader
+	// for each request and with "transfer" at the start of each
+	// transfer, so that a test can make them panic.
+	testPanic func(stage string, req *request)
+
 	mu      sync.Mutex
 	started bool
 	closed  bool
 	conn    *net.UDPConn
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+}
+
+// Stats are a server's counters since it started.
+type Stats struct {
+	Requests uint64 // well-formed read and write requests read
+	// Malformed requests were refused: not a valid request, or over the
+	// size or option limits.
+	Malformed uint64
+	Busy      uint64 // requests refused as every transfer slot was taken
+	// Panics are the requests whose handling panicked: on the reader (the
+	// request was dropped) or in its transfer (the transfer ended).
+	Panics uint64
+}
+
+type counters struct {
+	requests, malformed, busy, panics atomic.Uint64
+}
+
+// Stats returns the server's counters; safe to call at any time.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Requests:  s.stats.requests.Load(),
+		Malformed: s.stats.malformed.Load(),
+		Busy:      s.stats.busy.Load(),
+		Panics:    s.stats.panics.Load(),
+	}
 }
 
 // New checks cfg and returns a server; Start makes it listen.
@@ -169,34 +206,59 @@ func (s *Server) serve(ctx context.Context, conn *net.UDPConn) {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			s.log.Warn("tftp read", "err", err)
+			s.lim.Log(s.log, slog.LevelWarn, "tftp read", "err", err)
 			continue
 		}
-		pkt := buf[:n]
-		req, err := parseRequest(pkt)
-		if err != nil {
-			if n >= 2 {
-				if op := binary.BigEndian.Uint16(pkt); op == opRRQ || op == opWRQ {
-					s.log.Debug("tftp malformed request", "client", from, "err", err)
-					conn.WriteToUDPAddrPort(errorPacket(errIllegalOp, "malformed request"), from)
-				}
-			}
-			continue // not a request: not for the listening port
-		}
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			s.log.Warn("tftp too many transfers, request refused", "client", from, "file", req.filename)
-			conn.WriteToUDPAddrPort(errorPacket(errUndefined, "server busy"), from)
-			continue
-		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer func() { <-s.sem }()
-			s.handle(ctx, req, from)
-		}()
+		s.dispatch(ctx, conn, buf[:n], from)
 	}
+}
+
+// dispatch starts the transfer that the packet pkt from a client asks for.
+// A panic is the server's bug, not the client's doing: it costs the
+// request, never the reader.
+func (s *Server) dispatch(ctx context.Context, conn *net.UDPConn, pkt []byte, from netip.AddrPort) {
+	defer s.recoverPanic("read", from)
+	req, err := parseRequest(pkt)
+	if err != nil {
+		if len(pkt) >= 2 {
+			if op := binary.BigEndian.Uint16(pkt); op == opRRQ || op == opWRQ {
+				s.stats.malformed.Add(1)
+				s.lim.Log(s.log, slog.LevelDebug, "tftp malformed request", "client", from, "err", err)
+				conn.WriteToUDPAddrPort(errorPacket(errIllegalOp, "malformed request"), from)
+			}
+		}
+		return // not a request: not for the listening port
+	}
+	s.stats.requests.Add(1)
+	if s.testPanic != nil {
+		s.testPanic("read", req)
+	}
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		s.stats.busy.Add(1)
+		s.lim.Log(s.log, slog.LevelWarn, "tftp too many transfers, request refused", "client", from, "file", req.filename)
+		conn.WriteToUDPAddrPort(errorPacket(errUndefined, "server busy"), from)
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.sem }()
+		defer s.recoverPanic("transfer", from)
+		s.handle(ctx, req, from)
+	}()
+}
+
+// recoverPanic, deferred, turns a panic while handling a client's request
+// into a counted, rate-limited log line.
+func (s *Server) recoverPanic(stage string, client netip.AddrPort) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s.stats.panics.Add(1)
+	s.lim.Log(s.log, slog.LevelError, "tftp request handling panicked", "stage", stage, "client", client, "panic", r)
 }
 
 // tftpError is an error to send to the client as an ERROR packet.
@@ -217,10 +279,13 @@ func (s *Server) handle(ctx context.Context, req *request, client netip.AddrPort
 	if s.network == "udp4" {
 		client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
 	}
+	if s.testPanic != nil {
+		s.testPanic("transfer", req)
+	}
 	log := s.log.With("client", client, "file", req.filename)
 	conn, err := net.ListenUDP(s.network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(s.addr.Addr(), 0)))
 	if err != nil {
-		log.Error("tftp transfer socket", "err", err)
+		s.lim.Log(log, slog.LevelError, "tftp transfer socket", "err", err)
 		return
 	}
 	defer conn.Close()
@@ -229,12 +294,12 @@ func (s *Server) handle(ctx context.Context, req *request, client netip.AddrPort
 	t := &transfer{conn: conn, client: client, timeout: s.timeout, tries: s.tries}
 
 	if req.op == opWRQ {
-		log.Warn("tftp write request refused")
+		s.lim.Log(log, slog.LevelWarn, "tftp write request refused")
 		t.sendError(errAccess, "access violation: read-only server")
 		return
 	}
 	if req.mode != "octet" {
-		log.Info("tftp transfer mode refused", "mode", req.mode)
+		s.lim.Log(log, slog.LevelInfo, "tftp transfer mode refused", "mode", req.mode)
 		t.sendError(errUndefined, "unsupported transfer mode "+req.mode+", only octet is supported")
 		return
 	}
@@ -245,9 +310,9 @@ func (s *Server) handle(ctx context.Context, req *request, client netip.AddrPort
 			te = &tftpError{code: errUndefined, msg: "cannot read file", reason: err.Error()}
 		}
 		if te.code == errAccess {
-			log.Warn("tftp access violation", "reason", te.reason)
+			s.lim.Log(log, slog.LevelWarn, "tftp access violation", "reason", te.reason)
 		} else {
-			log.Info("tftp request failed", "err", te.reason)
+			s.lim.Log(log, slog.LevelInfo, "tftp request failed", "err", te.reason)
 		}
 		t.sendError(te.code, te.msg)
 		return
@@ -255,10 +320,10 @@ func (s *Server) handle(ctx context.Context, req *request, client netip.AddrPort
 	defer f.Close()
 	n, err := t.send(f, req.options)
 	if err != nil {
-		log.Info("tftp transfer failed", "err", err, "sent", n)
+		s.lim.Log(log, slog.LevelInfo, "tftp transfer failed", "err", err, "sent", n)
 		return
 	}
-	log.Info("tftp sent", "bytes", n)
+	s.lim.Log(log, slog.LevelInfo, "tftp sent", "bytes", n)
 }
 
 // open opens name, a client's path relative to the root, refusing any path

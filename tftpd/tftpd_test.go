@@ -105,6 +105,9 @@ func newFixture(t *testing.T, tune ...func(*Server)) *fixture {
 		t.Fatal(err)
 	}
 	srv.timeout = 200 * time.Millisecond
+	// Most tests look for a server's log line after each request; the
+	// limit itself is tested with its own interval.
+	srv.lim.Every = time.Nanosecond
 	for _, f := range tune {
 		f(srv)
 	}
@@ -574,6 +577,79 @@ func TestNewErrors(t *testing.T) {
 	} {
 		if _, err := New(tc.cfg); err == nil {
 			t.Errorf("%s: New succeeded", tc.name)
+		}
+	}
+}
+
+// waitFor polls cond until it holds or a few seconds pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPanicRecovered: a panic on the reader or in a transfer costs that
+// request only; it is counted, and logged once per interval.
+func TestPanicRecovered(t *testing.T) {
+	fx := newFixture(t, func(s *Server) {
+		s.lim.Every = time.Hour
+		s.testPanic = func(stage string, req *request) {
+			if req.filename == "panic-"+stage {
+				panic("injected " + stage)
+			}
+		}
+	})
+	c := newClient(t)
+	const n = 3
+	for range n {
+		for _, f := range []string{"panic-read", "panic-transfer"} {
+			if _, err := c.conn.WriteToUDPAddrPort(requestPacket(opRRQ, f, "octet"), fx.srv.Addr()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitFor(t, "the panics to be counted", func() bool { return fx.srv.Stats().Panics == 2*n })
+	got, _, err := c.get(fx.srv.Addr(), "small.txt", "octet")
+	if err != nil || string(got) != "hello, tftp\n" {
+		t.Fatalf("after the panics: %q, %v", got, err)
+	}
+	if st := fx.srv.Stats(); st.Panics != 2*n || st.Requests != 2*n+1 {
+		t.Errorf("stats %+v, want %d panics of %d requests", st, 2*n, 2*n+1)
+	}
+	if k := strings.Count(fx.logs.String(), "tftp request handling panicked"); k != 1 {
+		t.Errorf("%d panic lines logged, want 1 (rate-limited):\n%s", k, fx.logs)
+	}
+}
+
+// TestLogsRateLimited: a client flooding bad requests gets one log line
+// per kind and interval, and every one is counted.
+func TestLogsRateLimited(t *testing.T) {
+	fx := newFixture(t, func(s *Server) { s.lim.Every = time.Hour })
+	c := newClient(t)
+	const n = 20
+	for range n {
+		c.conn.WriteToUDPAddrPort([]byte("\x00\x01noterminator"), fx.srv.Addr())
+		if _, _, err := c.read(3 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.get(fx.srv.Addr(), "../etc/passwd", "octet"); err == nil {
+			t.Fatal("../etc/passwd served")
+		}
+	}
+	if st := fx.srv.Stats(); st.Malformed != n || st.Requests != n {
+		t.Errorf("stats %+v, want %d malformed and %d requests", st, n, n)
+	}
+	waitFor(t, "the access violation to be logged", func() bool {
+		return strings.Contains(fx.logs.String(), "tftp access violation")
+	})
+	for _, msg := range []string{"tftp malformed request", "tftp access violation"} {
+		if k := strings.Count(fx.logs.String(), msg); k != 1 {
+			t.Errorf("%q logged %d times for %d requests, want 1", msg, k, n)
 		}
 	}
 }
