@@ -19,6 +19,7 @@ import (
 	"github.com/vnetd/vnetd/dnsd"
 	"github.com/vnetd/vnetd/radvd"
 	"github.com/vnetd/vnetd/shaping"
+	"github.com/vnetd/vnetd/tftpd"
 )
 
 // metrics is the daemon's Prometheus registry (docs/api.md, Metrics). It is
@@ -132,6 +133,7 @@ type serviceStats struct {
 	dhcp6 *dhcpd.Stats6
 	dns   *dnsd.Stats
 	ra    *radvd.Stats
+	tftp  *tftpd.Stats
 }
 
 // statsService is a Service whose servers report counters.
@@ -158,6 +160,10 @@ func (s *netService) Stats() serviceStats {
 	if s.ra != nil {
 		v := s.ra.Stats()
 		st.ra = &v
+	}
+	if s.tftp != nil {
+		v := s.tftp.Stats()
+		st.tftp = &v
 	}
 	return st
 }
@@ -254,6 +260,10 @@ var (
 	descRSReceived   = newDesc("vnetd_ra_solicitations_received_total", "Router solicitations read.", "network")
 	descRSAnswered   = newDesc("vnetd_ra_solicitations_answered_total", "Router solicitations an advertisement answered.", "network")
 	descRSDropped    = newDesc("vnetd_ra_solicitations_dropped_total", "Router solicitations dropped: malformed or rate_limited.", "network", "reason")
+	descTFTPRequests = newDesc("vnetd_tftp_requests_total", "Well-formed TFTP read and write requests read.", "network")
+	descTFTPDropped  = newDesc("vnetd_tftp_dropped_total",
+		"TFTP requests not served: malformed (invalid, or over the size or option limits), busy (every transfer slot taken), panic (handling it panicked).",
+		"network", "reason")
 	tcLabels         = []string{"network", "device", "direction", "class"}
 	descTCBytes      = newDesc("vnetd_tc_class_bytes_total", "Bytes through a tc HTB class (link layer).", tcLabels...)
 	descTCPackets    = newDesc("vnetd_tc_class_packets_total", "Packets through a tc HTB class.", tcLabels...)
@@ -269,6 +279,7 @@ var (
 		descDNSQueries, descDNSResponses, descDNSCacheHits, descDNSCacheMisses, descDNSCacheEntries, descDNSForwarded,
 		descDNSUpstreamErrors, descDNSUpstreamLatency, descDNSDropped, descDNSRefused,
 		descRASent, descRASendErrors, descRSReceived, descRSAnswered, descRSDropped,
+		descTFTPRequests, descTFTPDropped,
 		descTCBytes, descTCPackets, descTCDrops, descTCOverlimits, descTCBacklog, descTCRate, descTCCeil,
 	}
 )
@@ -303,6 +314,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if st := v.stats.ra; st != nil {
 			e.ra(v.name, st)
+		}
+		if st := v.stats.tftp; st != nil {
+			e.tftp(v.name, st)
 		}
 	}
 	c.collectTC(e, views)
@@ -419,6 +433,13 @@ func (e emitter) ra(network string, st *radvd.Stats) {
 	e.counter(descRSAnswered, st.Answered, network)
 	e.counter(descRSDropped, st.Malformed, network, "malformed")
 	e.counter(descRSDropped, st.RateLimited, network, "rate_limited")
+}
+
+func (e emitter) tftp(network string, st *tftpd.Stats) {
+	e.counter(descTFTPRequests, st.Requests, network)
+	e.counter(descTFTPDropped, st.Malformed, network, "malformed")
+	e.counter(descTFTPDropped, st.Busy, network, "busy")
+	e.counter(descTFTPDropped, st.Panics, network, "panic")
 }
 
 func (e emitter) tcClass(network, dev string, cl shaping.ClassStats) {

@@ -19,6 +19,7 @@ import (
 	"github.com/vnetd/vnetd/dnsd"
 	"github.com/vnetd/vnetd/radvd"
 	"github.com/vnetd/vnetd/shaping"
+	"github.com/vnetd/vnetd/tftpd"
 )
 
 // cannedServices starts services that report fixed counters.
@@ -74,7 +75,8 @@ var cannedStats = serviceStats{
 		// 1 at ≤1ms, 2 at ≤10ms, 1 over 5s
 		UpstreamLatencyBuckets: [len(dnsd.UpstreamLatencyBounds) + 1]uint64{0: 1, 3: 2, len(dnsd.UpstreamLatencyBounds): 1},
 	},
-	ra: &radvd.Stats{Sent: 7, Multicast: 5, SendErrors: 1, Received: 3, Answered: 3, Malformed: 1, RateLimited: 2},
+	ra:   &radvd.Stats{Sent: 7, Multicast: 5, SendErrors: 1, Received: 3, Answered: 3, Malformed: 1, RateLimited: 2},
+	tftp: &tftpd.Stats{Requests: 9, Malformed: 4, Busy: 2, Panics: 1},
 }
 
 // The expected exposition of the shaped network below, flushed once.
@@ -231,6 +233,14 @@ vnetd_tc_class_packets_total{class="1:1",device="virbr7",direction="outbound",ne
 # TYPE vnetd_tc_class_rate_bytes_per_second gauge
 vnetd_tc_class_rate_bytes_per_second{class="1:1",device="virbr7",direction="inbound",network="shaped"} 1.024e+06
 vnetd_tc_class_rate_bytes_per_second{class="1:1",device="virbr7",direction="outbound",network="shaped"} 512000
+# HELP vnetd_tftp_dropped_total TFTP requests not served: malformed (invalid, or over the size or option limits), busy (every transfer slot taken), panic (handling it panicked).
+# TYPE vnetd_tftp_dropped_total counter
+vnetd_tftp_dropped_total{network="shaped",reason="busy"} 2
+vnetd_tftp_dropped_total{network="shaped",reason="malformed"} 4
+vnetd_tftp_dropped_total{network="shaped",reason="panic"} 1
+# HELP vnetd_tftp_requests_total Well-formed TFTP read and write requests read.
+# TYPE vnetd_tftp_requests_total counter
+vnetd_tftp_requests_total{network="shaped"} 9
 `
 
 func TestMetricsOfNetworks(t *testing.T) {
