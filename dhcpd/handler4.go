@@ -37,6 +37,9 @@ type Stats4 struct {
 	StoreErrors uint64
 	// SendErrors counts replies that could not be sent.
 	SendErrors uint64
+	// Panic counts packets whose handling panicked (a bug), dropped and
+	// not in Dropped. Only Server4.Stats fills it in.
+	Panic uint64
 	// Bound is the number of leases that have not expired, PoolSize the
 	// number of addresses the server can lease (Handler4.Bound, PoolSize).
 	// Only Server4.Stats fills them in: they are not counters, and Bound
@@ -91,7 +94,7 @@ func (h *Handler4) Update(n *conf.Network) error {
 		return err
 	}
 	h.mu.Lock()
-	h.pool.cfg = cfg
+	h.pool.setConfig(cfg)
 	h.mu.Unlock()
 	return nil
 }
@@ -444,7 +447,7 @@ func (h *Handler4) decline(cl *client4, now time.Time) (netip.Addr, error) {
 	if !mine {
 		return netip.Addr{}, nil
 	}
-	p.declined[a] = now.Add(declineHold4)
+	p.decline(a, now)
 	if b != nil && b.key == cl.key {
 		p.unbind(a)
 		delete(p.hints, cl.key)

@@ -20,6 +20,8 @@ const (
 type binding4 struct {
 	key   string
 	lease leases.Lease
+	// counted: the lease is live in idx (counted in idx.live).
+	counted bool
 }
 
 type offer4 struct {
@@ -45,16 +47,11 @@ type pool4 struct {
 	// returning client gets it back when it is still free.
 	hints map[string]netip.Addr
 
-	// gen counts changes to bindings; full caches atLeaseMax's last
-	// "table is full" verdict for that gen.
-	gen  uint64
-	full fullVerdict4
-}
-
-type fullVerdict4 struct {
-	valid bool
-	gen   uint64
-	until time.Time
+	// idx answers "is any address free, and which" and "how many leases
+	// are live" without walking the pool: every DISCOVER asks, and a
+	// guest that keeps a /16 fully offered must not make each one cost a
+	// scan of 65000 addresses.
+	idx free4
 }
 
 func newPool4(cfg *config4) *pool4 {
@@ -67,7 +64,15 @@ func newPool4(cfg *config4) *pool4 {
 		declined: map[netip.Addr]time.Time{},
 		pending:  map[netip.Addr]int{},
 		hints:    map[string]netip.Addr{},
+		idx:      free4{dueOut: map[netip.Addr]time.Time{}},
 	}
+}
+
+// setConfig applies a changed configuration: the ranges, hosts and usable
+// addresses change, so the index is rebuilt at its next use.
+func (p *pool4) setConfig(cfg *config4) {
+	p.cfg = cfg
+	p.idx.valid = false
 }
 
 // leaseKey4 is the client identity of a stored lease: its client identifier
@@ -88,7 +93,7 @@ func (p *pool4) load(ls []leases.Lease) {
 		l.IP = l.IP.Unmap()
 		key := leaseKey4(l)
 		p.bindings[l.IP] = &binding4{key: key, lease: l}
-		p.gen++
+		p.idx.valid = false
 		if old, ok := p.byKey[key]; ok {
 			if ob := p.bindings[old]; ob != nil && later4(ob.lease.Expiry, l.Expiry) {
 				continue
@@ -161,9 +166,7 @@ func (p *pool4) allowed(cl *client4, a netip.Addr, now time.Time) bool {
 // (Σ range sizes). A client that holds a live lease only moves it.
 //
 // It runs for every DISCOVER and REQUEST, so it must not walk the leases:
-// while there are fewer bindings than the maximum (expired ones included)
-// the answer is no at once; only a full table is counted, and a "full"
-// verdict is kept until a binding changes or the earliest live lease ends.
+// the index counts the live ones.
 func (p *pool4) atLeaseMax(cl *client4, now time.Time) bool {
 	if p.cfg.leaseMax == 0 || len(p.bindings) < p.cfg.leaseMax {
 		return false
@@ -173,29 +176,8 @@ func (p *pool4) atLeaseMax(cl *client4, now time.Time) bool {
 			return false
 		}
 	}
-	if p.full.valid && p.full.gen == p.gen && now.Before(p.full.until) {
-		return true
-	}
-	n := 0
-	var until time.Time // the earliest end of a live lease
-	for _, b := range p.bindings {
-		if b.lease.Expired(now) {
-			continue
-		}
-		n++
-		if e := b.lease.Expiry; !e.IsZero() && (until.IsZero() || e.Before(until)) {
-			until = e
-		}
-	}
-	if n < p.cfg.leaseMax {
-		p.full.valid = false
-		return false
-	}
-	if until.IsZero() {
-		until = now.Add(offerHold4)
-	}
-	p.full = fullVerdict4{valid: true, gen: p.gen, until: until}
-	return true
+	p.advance(now)
+	return p.idx.live >= p.cfg.leaseMax
 }
 
 // choose picks the address to offer cl: its static address, its current
@@ -233,16 +215,21 @@ func (p *pool4) choose(cl *client4, requested netip.Addr, now time.Time) (netip.
 	if p.cfg.total == 0 {
 		return netip.Addr{}, false
 	}
+	// The first address after start that no one holds or may not have:
+	// what a walk of the ranges from start would find, as the client's
+	// own offer and lease were tried above.
+	p.advance(now)
+	if p.idx.nfree == 0 {
+		return netip.Addr{}, false
+	}
 	h := fnv.New32a()
 	h.Write([]byte(cl.key))
 	start := int(h.Sum32() % uint32(p.cfg.total))
-	for i := 0; i < p.cfg.total; i++ {
-		a := p.cfg.nth((start + i) % p.cfg.total)
-		if p.allowed(cl, a, now) {
-			return a, true
-		}
+	i := p.idx.free.next(start)
+	if i < 0 {
+		i = p.idx.free.next(0)
 	}
-	return netip.Addr{}, false
+	return p.cfg.nth(i), true
 }
 
 // offer reserves a for cl until now+offerHold4.
@@ -250,12 +237,14 @@ func (p *pool4) offer(cl *client4, a netip.Addr, now time.Time) {
 	p.dropOffer(cl.key)
 	p.offers[a] = offer4{key: cl.key, until: now.Add(offerHold4)}
 	p.offerBy[cl.key] = a
+	p.touch(a)
 }
 
 func (p *pool4) dropOffer(key string) {
 	if a, ok := p.offerBy[key]; ok {
 		if o, ok := p.offers[a]; ok && o.key == key {
 			delete(p.offers, a)
+			p.touch(a)
 		}
 		delete(p.offerBy, key)
 	}
@@ -267,9 +256,10 @@ func (p *pool4) bind(key string, l leases.Lease) netip.Addr {
 	var moved netip.Addr
 	if old, ok := p.byKey[key]; ok && old != l.IP {
 		if b := p.bindings[old]; b != nil && b.key == key {
-			delete(p.bindings, old)
+			p.dropBinding(old)
 			moved = old
 			p.pending[old]++
+			p.touch(old)
 		}
 	}
 	if b := p.bindings[l.IP]; b != nil && b.key != key {
@@ -282,14 +272,15 @@ func (p *pool4) bind(key string, l leases.Lease) netip.Addr {
 	if b := p.bindings[l.IP]; b != nil && b.key == key {
 		b.lease = l // a renewal
 	} else {
+		p.dropBinding(l.IP)
 		p.bindings[l.IP] = &binding4{key: key, lease: l}
 	}
 	p.byKey[key] = l.IP
-	p.gen++
 	p.dropOffer(key)
 	if o, ok := p.offers[l.IP]; ok && o.key != key {
 		delete(p.offers, l.IP)
 	}
+	p.touch(l.IP)
 	delete(p.hints, key)
 	return moved
 }
@@ -300,13 +291,27 @@ func (p *pool4) unbind(a netip.Addr) {
 	if b == nil {
 		return
 	}
-	delete(p.bindings, a)
-	p.gen++
+	p.dropBinding(a)
 	if p.byKey[b.key] == a {
 		delete(p.byKey, b.key)
 	}
 	p.hint(b.key, a)
 	p.pending[a]++
+	p.touch(a)
+}
+
+// dropBinding forgets the binding of a, and its count in the index.
+func (p *pool4) dropBinding(a netip.Addr) {
+	if b := p.bindings[a]; b != nil && b.counted {
+		p.idx.live--
+	}
+	delete(p.bindings, a)
+}
+
+// decline keeps a from everyone for declineHold4.
+func (p *pool4) decline(a netip.Addr, now time.Time) {
+	p.declined[a] = now.Add(declineHold4)
+	p.touch(a)
 }
 
 func (p *pool4) hint(key string, a netip.Addr) {
@@ -322,6 +327,7 @@ func (p *pool4) settle(a netip.Addr) {
 		p.pending[a] = n - 1
 	} else {
 		delete(p.pending, a)
+		p.touch(a)
 	}
 }
 
@@ -329,6 +335,7 @@ func (p *pool4) settle(a netip.Addr) {
 // are over, and returns the addresses whose leases must leave the store
 // (each pending until settled).
 func (p *pool4) expire(now time.Time) []netip.Addr {
+	p.advance(now)
 	var gone []netip.Addr
 	for a, b := range p.bindings {
 		if b.lease.Expired(now) {
@@ -344,12 +351,153 @@ func (p *pool4) expire(now time.Time) []netip.Addr {
 			if p.offerBy[o.key] == a {
 				delete(p.offerBy, o.key)
 			}
+			p.touch(a)
 		}
 	}
 	for a, until := range p.declined {
 		if !now.Before(until) {
 			delete(p.declined, a)
+			p.touch(a)
 		}
 	}
 	return gone
+}
+
+// advance brings the index to now: it re-reads the addresses whose records
+// ran out by then, or is rebuilt when it has not been built since the
+// configuration or stored leases changed, or when now is before the time
+// it was built for (a test's clock: the server's only goes forward).
+func (p *pool4) advance(now time.Time) {
+	x := &p.idx
+	if !x.valid || now.Before(x.at) {
+		p.rebuild(now)
+		return
+	}
+	x.at = now
+	for len(x.due) > 0 && !now.Before(x.due[0].at) {
+		d := x.due.pop()
+		x.popped(d.a, p.position(d.a), d.at)
+		p.touch(d.a)
+	}
+}
+
+// rebuild makes the index anew at now: O(pool size).
+func (p *pool4) rebuild(now time.Time) {
+	x := &p.idx
+	clear(x.dueOut)
+	dueAt := x.dueAt
+	if len(dueAt) == p.cfg.total {
+		clear(dueAt)
+	} else {
+		dueAt = make([]time.Time, p.cfg.total)
+	}
+	*x = free4{valid: true, at: now, free: newBitset4(p.cfg.total), due: x.due[:0], dueAt: dueAt, dueOut: x.dueOut}
+	for _, b := range p.bindings {
+		b.counted = false
+	}
+	for _, r := range p.cfg.ranges {
+		for u := r.start; ; u++ {
+			p.touch(u2a4(u))
+			if u == r.end {
+				break
+			}
+		}
+	}
+	for a := range p.bindings {
+		p.touch(a) // the leases outside the ranges count too
+	}
+}
+
+// touch re-reads the records of a into the index, after they changed or
+// when they may have run out: whether a is free for anyone, whether its
+// lease is live, and when that may change next.
+func (p *pool4) touch(a netip.Addr) {
+	x := &p.idx
+	if !x.valid {
+		return
+	}
+	at := x.at
+	busy := p.pending[a] > 0 || p.cfg.hostByIP(a) != nil || !p.cfg.usable(a)
+	var next time.Time
+	if b := p.bindings[a]; b != nil {
+		live := !b.lease.Expired(at)
+		if live != b.counted {
+			b.counted = live
+			if live {
+				x.live++
+			} else {
+				x.live--
+			}
+		}
+		if live {
+			busy = true
+			if !b.lease.Expiry.IsZero() {
+				// Expired is Expiry.Before(now): the lease ends one
+				// nanosecond after its expiry.
+				next = b.lease.Expiry.Add(time.Nanosecond)
+			}
+		}
+	}
+	if o, ok := p.offers[a]; ok && at.Before(o.until) {
+		busy = true
+		next = earlier4(next, o.until)
+	}
+	if until, ok := p.declined[a]; ok && at.Before(until) {
+		busy = true
+		next = earlier4(next, until)
+	}
+	p.setFree(a, !busy)
+	if !next.IsZero() {
+		x.schedule(a, p.position(a), next)
+	}
+}
+
+// position is a's first position in the ranges (as config4.nth numbers
+// them), or -1.
+func (p *pool4) position(a netip.Addr) int {
+	if !a.Is4() {
+		return -1
+	}
+	u := a2u4(a)
+	base := 0
+	for _, r := range p.cfg.ranges {
+		if r.contains(u) {
+			return base + int(u-r.start)
+		}
+		base += r.size()
+	}
+	return -1
+}
+
+// earlier4 is the earlier of a (zero: none) and b.
+func earlier4(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// setFree marks a free or not at each of its range positions (ranges may
+// overlap).
+func (p *pool4) setFree(a netip.Addr, free bool) {
+	if !a.Is4() {
+		return
+	}
+	x := &p.idx
+	u := a2u4(a)
+	base := 0
+	for _, r := range p.cfg.ranges {
+		if r.contains(u) {
+			i := base + int(u-r.start)
+			switch was := x.free.has(i); {
+			case free && !was:
+				x.free.add(i)
+				x.nfree++
+			case !free && was:
+				x.free.remove(i)
+				x.nfree--
+			}
+		}
+		base += r.size()
+	}
 }
