@@ -136,7 +136,8 @@ func (s *netServices) Start(ctx context.Context, n *conf.Network) (Service, erro
 		if ip.TFTPRoot == "" || svc.tftp != nil {
 			continue
 		}
-		srv, err := tftpd.New(tftpd.Config{Root: ip.TFTPRoot, Addr: netip.AddrPortFrom(ip.Address, 69), Log: s.log.With("network", n.Name)})
+		srv, err := tftpd.New(tftpd.Config{Root: ip.TFTPRoot, Addr: netip.AddrPortFrom(ip.Address, 69), Bridge: n.Bridge.Name,
+			Log: s.log.With("network", n.Name)})
 		if err == nil {
 			err = srv.Start(ctx)
 		}

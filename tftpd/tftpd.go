@@ -33,6 +33,10 @@ import (
 type Config struct {
 	Root string         // directory served
 	Addr netip.AddrPort // where to listen, e.g. the bridge IP and port 69
+	// Bridge is the interface requests must arrive on: the server's
+	// sockets are bound to it, so clients elsewhere that can route to Addr
+	// are not served. Empty: any interface (tests on loopback).
+	Bridge string
 	Log  *slog.Logger   // nil: no logging
 }
 
@@ -48,6 +52,7 @@ type Server struct {
 	root    string // absolute, symlink-free path of Config.Root
 	addr    netip.AddrPort
 	network string // "udp4" or "udp6"
+	bridge  string // Config.Bridge
 	log     *slog.Logger
 
 	timeout time.Duration // wait for an ACK before resending
@@ -133,6 +138,7 @@ func New(cfg Config) (*Server, error) {
 		root:    root,
 		addr:    addr,
 		network: network,
+		bridge:  cfg.Bridge,
 		log:     log,
 		timeout: defaultTimeout,
 		tries:   defaultTries,
@@ -151,7 +157,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.started {
 		return errors.New("tftp: server already started")
 	}
-	conn, err := net.ListenUDP(s.network, net.UDPAddrFromAddrPort(s.addr))
+	conn, err := s.listen(ctx, s.addr)
 	if err != nil {
 		return fmt.Errorf("tftp listen %s: %w", s.addr, err)
 	}
@@ -163,8 +169,18 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.wg.Done()
 		s.serve(ctx, conn)
 	}()
-	s.log.Info("tftp server listening", "addr", s.localAddr(), "root", s.root)
+	s.log.Info("tftp server listening", "addr", s.localAddr(), "bridge", s.bridge, "root", s.root)
 	return nil
+}
+
+// listen opens a UDP socket on addr, bound to the bridge if there is one.
+func (s *Server) listen(ctx context.Context, addr netip.AddrPort) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: bindToDevice(s.bridge)}
+	pc, err := lc.ListenPacket(ctx, s.network, addr.String())
+	if err != nil {
+		return nil, err
+	}
+	return pc.(*net.UDPConn), nil
 }
 
 // Addr returns the address the server listens on (with the actual port
@@ -283,7 +299,7 @@ func (s *Server) handle(ctx context.Context, req *request, client netip.AddrPort
 		s.testPanic("transfer", req)
 	}
 	log := s.log.With("client", client, "file", req.filename)
-	conn, err := net.ListenUDP(s.network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(s.addr.Addr(), 0)))
+	conn, err := s.listen(ctx, netip.AddrPortFrom(s.addr.Addr(), 0))
 	if err != nil {
 		s.lim.Log(log, slog.LevelError, "tftp transfer socket", "err", err)
 		return
