@@ -228,7 +228,7 @@ var (
 	descDHCPReplies = newDesc("vnetd_dhcp_replies_total",
 		"DHCP replies decided, by message type.", "network", "family", "type")
 	descDHCPDropped = newDesc("vnetd_dhcp_dropped_total",
-		"DHCP packets dropped unanswered: malformed (or, DHCPv4, not for this server), ignored (DHCPv6: for another server), overflow (every worker busy).",
+		"DHCP packets dropped unanswered: malformed (or, DHCPv4, not for this server), ignored (DHCPv6: for another server), overflow (every worker busy), panic (handling it panicked: a bug).",
 		"network", "family", "reason")
 	descDHCPExhausted = newDesc("vnetd_dhcp_pool_exhausted_total",
 		"Clients left without an address because none was free.", "network", "family")
@@ -370,6 +370,7 @@ func (e emitter) dhcp4(network string, st *dhcpd.Stats4) {
 	e.counter(descDHCPReplies, st.Nak, network, fam, "nak")
 	e.counter(descDHCPDropped, st.Dropped-st.Overflow, network, fam, "malformed")
 	e.counter(descDHCPDropped, st.Overflow, network, fam, "overflow")
+	e.counter(descDHCPDropped, st.Panic, network, fam, "panic")
 	e.counter(descDHCPExhausted, st.PoolExhausted, network, fam)
 	e.counter(descDHCPStoreErrors, st.StoreErrors, network, fam)
 	e.counter(descDHCPSendErrors, st.SendErrors, network, fam)
@@ -393,6 +394,7 @@ func (e emitter) dhcp6(network string, st *dhcpd.Stats6) {
 	e.counter(descDHCPDropped, st.Malformed, network, fam, "malformed")
 	e.counter(descDHCPDropped, st.Ignored, network, fam, "ignored")
 	e.counter(descDHCPDropped, st.Overflow, network, fam, "overflow")
+	e.counter(descDHCPDropped, st.Panic, network, fam, "panic")
 	e.counter(descDHCPExhausted, st.NoAddrsAvail, network, fam)
 	e.counter(descDHCPStoreErrors, st.StoreErrors, network, fam)
 	e.counter(descDHCPSendErrors, st.SendErrors, network, fam)

@@ -63,10 +63,10 @@ func metricsEnv(t *testing.T, svcs Services, shaper Shaper) *testEnv {
 
 var cannedStats = serviceStats{
 	dhcp4: &dhcpd.Stats4{Discover: 10, Offer: 9, Request: 8, Ack: 7, Nak: 1, Decline: 1, Release: 2, Inform: 3,
-		Dropped: 5, Overflow: 2, PoolExhausted: 1, StoreErrors: 1, SendErrors: 0, Bound: 6, PoolSize: 253},
+		Dropped: 5, Overflow: 2, PoolExhausted: 1, StoreErrors: 1, SendErrors: 0, Panic: 4, Bound: 6, PoolSize: 253},
 	dhcp6: &dhcpd.Stats6{Received: 30, Malformed: 1, Ignored: 2, Overflow: 3, Solicits: 4, Requests: 4, Renews: 5,
 		Rebinds: 1, Confirms: 1, Releases: 1, Declines: 0, InfoRequests: 2, Advertises: 4, Replies: 13,
-		NoAddrsAvail: 1, StoreErrors: 0, SendErrors: 1, Bound: 3, PoolSize: 240},
+		NoAddrsAvail: 1, StoreErrors: 0, SendErrors: 1, Panic: 5, Bound: 3, PoolSize: 240},
 	dns: &dnsd.Stats{
 		Queries:   map[string]uint64{"A": 20, "AAAA": 10, "other": 1},
 		Responses: map[string]uint64{"NOERROR": 25, "NXDOMAIN": 5, "REFUSED": 1},
@@ -81,13 +81,15 @@ var cannedStats = serviceStats{
 
 // The expected exposition of the shaped network below, flushed once.
 const wantMetrics = `
-# HELP vnetd_dhcp_dropped_total DHCP packets dropped unanswered: malformed (or, DHCPv4, not for this server), ignored (DHCPv6: for another server), overflow (every worker busy).
+# HELP vnetd_dhcp_dropped_total DHCP packets dropped unanswered: malformed (or, DHCPv4, not for this server), ignored (DHCPv6: for another server), overflow (every worker busy), panic (handling it panicked: a bug).
 # TYPE vnetd_dhcp_dropped_total counter
 vnetd_dhcp_dropped_total{family="ipv4",network="shaped",reason="malformed"} 3
 vnetd_dhcp_dropped_total{family="ipv4",network="shaped",reason="overflow"} 2
+vnetd_dhcp_dropped_total{family="ipv4",network="shaped",reason="panic"} 4
 vnetd_dhcp_dropped_total{family="ipv6",network="shaped",reason="ignored"} 2
 vnetd_dhcp_dropped_total{family="ipv6",network="shaped",reason="malformed"} 1
 vnetd_dhcp_dropped_total{family="ipv6",network="shaped",reason="overflow"} 3
+vnetd_dhcp_dropped_total{family="ipv6",network="shaped",reason="panic"} 5
 # HELP vnetd_dhcp_leases_active DHCP leases that have not expired.
 # TYPE vnetd_dhcp_leases_active gauge
 vnetd_dhcp_leases_active{family="ipv4",network="shaped"} 6

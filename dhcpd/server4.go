@@ -8,12 +8,14 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/mdlayher/packet"
 	"github.com/vnetd/vnetd/conf"
+	"github.com/vnetd/vnetd/internal/ratelog"
 	"github.com/vnetd/vnetd/leases"
 )
 
@@ -51,6 +53,10 @@ type Server4 struct {
 	log *slog.Logger
 	now func() time.Time
 	h   *Handler4
+	// panics counts the packets whose handling panicked (a bug), and
+	// rlog limits the lines they log.
+	panics atomic.Uint64
+	rlog   ratelog.Limiter
 
 	mu      sync.Mutex
 	started bool
@@ -204,6 +210,7 @@ func (s *Server4) Close() error {
 func (s *Server4) Stats() Stats4 {
 	st := s.h.Stats()
 	st.Bound, st.PoolSize = s.h.Bound(s.now()), s.h.PoolSize()
+	st.Panic = s.panics.Load()
 	return st
 }
 
@@ -303,8 +310,8 @@ func (s *Server4) serve(ctx context.Context, b []byte, rb *replyBatch) {
 		// Never expected (FuzzHandle4), but one bad packet must not take
 		// the daemon down.
 		if r := recover(); r != nil {
-			s.h.stats.dropped.Add(1)
-			s.log.Error("DHCPv4 packet handling panicked", "panic", r)
+			s.panics.Add(1)
+			logPanic(s.log, &s.rlog, "DHCPv4 packet handling panicked", r)
 		}
 	}()
 	var req request4

@@ -15,6 +15,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/iana"
 	"github.com/vnetd/vnetd/conf"
+	"github.com/vnetd/vnetd/internal/ratelog"
 	"github.com/vnetd/vnetd/leases"
 )
 
@@ -68,8 +69,9 @@ type Stats6 struct {
 	Removals     uint64 // leases removed from the store
 	StoreErrors  uint64 // failed Put or Delete (the answer is not sent)
 	SendErrors   uint64
-	Bound        int // live leases now
-	PoolSize     int // addresses the server can lease (Handler6.PoolSize)
+	Panic        uint64 // messages whose handling panicked (a bug), dropped
+	Bound        int    // live leases now
+	PoolSize     int    // addresses the server can lease (Handler6.PoolSize)
 }
 
 type counters6 struct {
@@ -77,7 +79,7 @@ type counters6 struct {
 	solicits, requests, renews, rebinds, confirms   atomic.Uint64
 	releases, declines, infoRequests                atomic.Uint64
 	advertises, replies, noAddrs, commits, removals atomic.Uint64
-	storeErrors, sendErrors                         atomic.Uint64
+	storeErrors, sendErrors, panics                 atomic.Uint64
 }
 
 // Server6 is the DHCPv6 server of one network's bridge. One goroutine
@@ -88,7 +90,9 @@ type counters6 struct {
 type Server6 struct {
 	cfg Config6
 	log *slog.Logger
-	now func() time.Time
+	// rlog limits the lines a client can cause, one per packet.
+	rlog ratelog.Limiter
+	now  func() time.Time
 
 	// mu guards h, network, started, closed; it serialises Handle and the
 	// submission of its writes (decide).
@@ -267,7 +271,7 @@ func (s *Server6) Stats() Stats6 {
 		Releases: st.releases.Load(), Declines: st.declines.Load(), InfoRequests: st.infoRequests.Load(),
 		Advertises: st.advertises.Load(), Replies: st.replies.Load(), NoAddrsAvail: st.noAddrs.Load(),
 		Commits: st.commits.Load(), Removals: st.removals.Load(), StoreErrors: st.storeErrors.Load(),
-		SendErrors: st.sendErrors.Load(),
+		SendErrors: st.sendErrors.Load(), Panic: st.panics.Load(),
 	}
 	s.mu.Lock()
 	if s.h != nil {
@@ -369,8 +373,8 @@ func (s *Server6) serveIn(ctx context.Context, w *worker6, p packet6) {
 		// The handler and the codec are fuzzed; this is the last line of
 		// defence against a crafted packet taking the daemon down.
 		if r := recover(); r != nil {
-			s.st.malformed.Add(1)
-			s.log.Error("DHCPv6 message handling panicked", "peer", p.peer, "panic", r)
+			s.st.panics.Add(1)
+			logPanic(s.log, &s.rlog, "DHCPv6 message handling panicked", r, "peer", p.peer)
 		}
 	}()
 	if len(p.data) > 0 && (dhcpv6.MessageType(p.data[0]) == dhcpv6.MessageTypeRelayForward || dhcpv6.MessageType(p.data[0]) == dhcpv6.MessageTypeRelayReply) {
@@ -552,7 +556,7 @@ func (s *Server6) flush(b *batch6) {
 func (s *Server6) sent(peer netip.Addr, err error) {
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		s.st.sendErrors.Add(1)
-		s.log.Warn("DHCPv6 send failed", "peer", peer, "err", err)
+		s.rlog.Log(s.log, slog.LevelWarn, "DHCPv6 send failed", "peer", peer, "err", err)
 	}
 }
 
