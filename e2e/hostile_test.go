@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/miekg/dns"
@@ -843,3 +844,173 @@ type bufferedConn struct {
 }
 
 func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// dhcp4Sock is a guest's DHCP client socket on port 68 of eth0 (the guest
+// has an address, so the kernel sends its broadcasts from it).
+func dhcp4Sock(t *testing.T, ns string) *net.UDPConn {
+	t.Helper()
+	var conn *net.UDPConn
+	inNS(t, ns, func() error {
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1); serr != nil {
+					return
+				}
+				serr = syscall.BindToDevice(int(fd), "eth0")
+			})
+			return errors.Join(err, serr)
+		}}
+		pc, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:68")
+		if err != nil {
+			return err
+		}
+		conn = pc.(*net.UDPConn)
+		return nil
+	})
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// discover is a DHCPDISCOVER from chaddr with transaction id xid; answers
+// to a broadcast one come to every client's port 68.
+func discover(t *testing.T, chaddr net.HardwareAddr, xid uint32, broadcast bool) []byte {
+	t.Helper()
+	m, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover), dhcpv4.WithHwAddr(chaddr),
+		dhcpv4.WithTransactionID(dhcpv4.TransactionID(binary.BigEndian.AppendUint32(nil, xid))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if broadcast {
+		m.SetBroadcast()
+	}
+	return m.ToBytes()
+}
+
+// TestHostileDHCPv4FullPool: a guest holds every address of a /16 pool with
+// DISCOVERs from made-up MACs (offers, which cost it nothing) and keeps
+// sending 200 more a second. A client with a reservation must still get its
+// OFFER promptly: a DISCOVER on a full pool must not cost a walk of it.
+func TestHostileDHCPv4FullPool(t *testing.T) {
+	t.Parallel()
+	const (
+		poolSize = 65279 // 10.20.1.0 - 10.20.255.254
+		fillRate = 4000  // DISCOVERs/s while filling
+		keepRate = 200   // DISCOVERs/s once full
+	)
+	s := newHostileSetup(t, func(br string) string {
+		return fmt.Sprintf(`<network><name>h</name><forward mode='nat'/><bridge name='%s' stp='off' delay='0'/>
+  <ip address='10.20.0.1' prefix='16'><dhcp><range start='10.20.1.0' end='10.20.255.254'/>
+  <host mac='52:54:00:20:00:07' ip='10.20.0.7'/></dhcp></ip></network>`, br)
+	}, "--log-level", "warn")
+	guest := nettest.NewNS(t, "hfp")
+	nettest.Veth(t, guest, "eth0", s.host, "hport")
+	nettest.Must(t, "ip", "-n", s.host, "link", "set", "hport", "master", s.bridge)
+	nettest.Must(t, "ip", "-n", guest, "addr", "add", "10.20.0.200/16", "dev", "eth0")
+	waitForwarding(t, s.host, "hport")
+	conn := dhcp4Sock(t, guest)
+	server := &net.UDPAddr{IP: net.IPv4bcast, Port: 67}
+
+	// Offers to the reserved client, by transaction id.
+	var mu sync.Mutex
+	offered := map[uint32]time.Time{}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			m, err := dhcpv4.FromBytes(buf[:n])
+			if err != nil || m.MessageType() != dhcpv4.MessageTypeOffer {
+				continue
+			}
+			mu.Lock()
+			offered[binary.BigEndian.Uint32(m.TransactionID[:])] = time.Now()
+			mu.Unlock()
+		}
+	}()
+	reserved, _ := net.ParseMAC("52:54:00:20:00:07")
+	xid := uint32(1)
+	// ask sends the reserved client's DISCOVER and returns how long its
+	// OFFER took, 0 if none within 3 s.
+	ask := func() time.Duration {
+		xid++
+		id, start := xid, time.Now()
+		if _, err := conn.WriteToUDP(discover(t, reserved, id, true), server); err != nil {
+			t.Fatal(err)
+		}
+		for time.Since(start) < 3*time.Second {
+			mu.Lock()
+			at, ok := offered[id]
+			mu.Unlock()
+			if ok {
+				return at.Sub(start)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return 0
+	}
+	idle := ask()
+	if idle == 0 {
+		t.Fatalf("no OFFER for the reserved client\n%s", tail(s.d.logText(), 20))
+	}
+	// flood sends n DISCOVERs from new MACs at rate per second, without the
+	// BROADCAST flag: the OFFERs go to the made-up MACs, not to this socket.
+	macs := uint32(0)
+	flood := func(n, rate int, during func()) {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for sent := 0; sent < n; {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				for range max(1, rate/100) {
+					macs++
+					mac := net.HardwareAddr{0x02, 0x17, byte(macs >> 24), byte(macs >> 16), byte(macs >> 8), byte(macs)}
+					conn.WriteToUDP(discover(t, mac, 0x80000000|macs, false), server)
+					sent++
+				}
+			}
+		}()
+		if during != nil {
+			during()
+			close(stop)
+		}
+		<-done
+	}
+	start := time.Now()
+	flood(poolSize*11/10, fillRate, nil)
+	t.Logf("sent %d DISCOVERs in %v", macs, time.Since(start).Round(time.Millisecond))
+	var worst time.Duration
+	var lost int
+	flood(1<<30, keepRate, func() {
+		for range 12 {
+			time.Sleep(250 * time.Millisecond)
+			if d := ask(); d == 0 {
+				lost++
+			} else {
+				worst = max(worst, d)
+			}
+		}
+	})
+	t.Logf("reserved client under %d DISCOVERs/s on a full pool: slowest OFFER %v (%v idle), %d of 12 unanswered",
+		keepRate, worst.Round(time.Microsecond), idle.Round(time.Microsecond), lost)
+	if lost > 0 || worst > 200*time.Millisecond {
+		t.Errorf("reserved client starved by DISCOVERs on a full pool: slowest OFFER %v, %d of 12 unanswered", worst, lost)
+		// How long the backlog takes to drain once the attack stops.
+		start := time.Now()
+		for range 10 {
+			if ask() != 0 {
+				break
+			}
+		}
+		t.Logf("attack stopped: the reserved client answered again after %v", time.Since(start).Round(time.Millisecond))
+	}
+}
