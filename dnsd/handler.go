@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/vnetd/vnetd/internal/ratelog"
 )
 
 // handler answers the queries of one network from its current zone, the
@@ -24,11 +25,11 @@ type handler struct {
 	now    func() time.Time
 	// ctx ends forwarding when the server closes.
 	ctx context.Context
-	// sem bounds the UDP queries waiting for an upstream.
+	// sem bounds the queries waiting for an upstream, over UDP and TCP
+	// alike.
 	sem chan struct{}
 	st  counters // TCP, forwarding goroutines and tests
-
-	limMalformed, limRefused, limUpstream, limOverflow, limWrite logLimit
+	lim ratelog.Limiter
 }
 
 func newHandler(z *zone, resolv *resolvConf, log *slog.Logger, now func() time.Time) *handler {
@@ -40,6 +41,7 @@ func newHandler(z *zone, resolv *resolvConf, log *slog.Logger, now func() time.T
 		now:    now,
 		ctx:    context.Background(),
 		sem:    make(chan struct{}, maxForwards),
+		lim:    ratelog.Limiter{Now: now},
 	}
 	h.zone.Store(z)
 	return h
@@ -62,14 +64,13 @@ func (h *handler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 
 // recoverQuery is deferred around the handling of a query. The parsers
 // are fuzzed; this is the last line of defence against a crafted packet
-// taking the daemon down with it.
+// taking the daemon down with it. A client that found such a packet may
+// send it a thousand times a second: the line is rate-limited, the count
+// is not.
 func (h *handler) recoverQuery(st *counters, client netip.Addr) {
 	if r := recover(); r != nil {
-		st.malformed.Add(1)
 		st.panics.Add(1)
-		if ok, n := h.limMalformed.allow(h.now()); ok {
-			h.log.Error("DNS query handling panicked", "client", client, "panic", r, "suppressed", n)
-		}
+		h.lim.Log(h.log, slog.LevelError, "DNS query handling panicked", "client", client, "panic", r)
 	}
 }
 
@@ -90,8 +91,8 @@ func (h *handler) serve(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, s
 			if m.Unpack(out) != nil {
 				m = reply(dns.RcodeServerFailure)
 			}
-		} else {
-			m = h.forward(ctx, j, st)
+		} else if m = h.forwardBounded(ctx, j, st); m == nil {
+			return
 		}
 	}
 	m = finish(r, m, udp)
@@ -99,12 +100,33 @@ func (h *handler) serve(ctx context.Context, w dns.ResponseWriter, r *dns.Msg, s
 	h.writeErr(0, w.WriteMsg(m))
 }
 
-func (h *handler) writeErr(_ int, err error) {
-	if err == nil {
-		return
+// forwardBounded is forward within the limit of queries waiting for
+// upstreams that the UDP readers obey too (a client must not get around it
+// by asking over TCP); nil means over the limit: the query is dropped and
+// counted, and the client retries.
+func (h *handler) forwardBounded(ctx context.Context, j *job, st *counters) *dns.Msg {
+	if !h.acquireForward(st) {
+		return nil
 	}
-	if ok, n := h.limWrite.allow(h.now()); ok {
-		h.log.Warn("cannot send DNS answer", "err", err, "suppressed", n)
+	defer func() { <-h.sem }()
+	return h.forward(ctx, j, st)
+}
+
+// acquireForward takes a slot of sem, or counts the overflow.
+func (h *handler) acquireForward(st *counters) bool {
+	select {
+	case h.sem <- struct{}{}:
+		return true
+	default:
+		st.overflow.Add(1)
+		h.lim.Log(h.log, slog.LevelWarn, "too many DNS queries waiting for upstream servers; dropping", "limit", maxForwards)
+		return false
+	}
+}
+
+func (h *handler) writeErr(_ int, err error) {
+	if err != nil {
+		h.lim.Log(h.log, slog.LevelWarn, "cannot send DNS answer", "err", err)
 	}
 }
 
@@ -120,9 +142,7 @@ func (h *handler) plan(z *zone, r *dns.Msg, src netip.Addr, st *counters) (*dns.
 	}
 	if !z.allowed(src) {
 		st.refused.Add(1)
-		if ok, n := h.limRefused.allow(h.now()); ok {
-			h.log.Debug("DNS query refused: client outside the network", "client", src, "suppressed", n)
-		}
+		h.lim.Log(h.log, slog.LevelDebug, "DNS query refused: client outside the network", "client", src)
 		return reply(dns.RcodeRefused), nil
 	}
 	if r.Opcode != dns.OpcodeQuery {
@@ -199,10 +219,8 @@ func (h *handler) forward(ctx context.Context, j *job, st *counters) *dns.Msg {
 		h.cache.put(key, m, h.now())
 	})
 	if err != nil {
-		if ok, n := h.limUpstream.allow(h.now()); ok {
-			h.log.Warn("no answer from upstream DNS servers", "name", j.r.Question[0].Name,
-				"type", dns.TypeToString[j.r.Question[0].Qtype], "err", err, "suppressed", n)
-		}
+		h.lim.Log(h.log, slog.LevelWarn, "no answer from upstream DNS servers", "name", j.r.Question[0].Name,
+			"type", dns.TypeToString[j.r.Question[0].Qtype], "err", err)
 		return reply(dns.RcodeServerFailure)
 	}
 	m = m.Copy()

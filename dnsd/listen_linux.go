@@ -10,10 +10,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sockopts returns the socket setup of a server socket on addr: IP_FREEBIND
-// (the address may not be up yet, or an IPv6 one still in DAD), and
-// SO_REUSEPORT for the group of UDP sockets that share the address.
-func sockopts(addr netip.AddrPort, reusePort, bigBuffer bool) func(string, string, syscall.RawConn) error {
+// sockOpts is the setup of a server socket beyond IP_FREEBIND, which all
+// get (the address may not be up yet, or an IPv6 one still in DAD).
+type sockOpts struct {
+	// reusePort: one of the group of UDP sockets sharing the address.
+	reusePort bool
+	// bigBuffer: a larger receive buffer, for a UDP reader.
+	bigBuffer bool
+	// pktinfo: each datagram says which interface it arrived on.
+	pktinfo bool
+	// device: SO_BINDTODEVICE, so that the kernel hands the socket
+	// nothing that arrived on another interface.
+	device string
+}
+
+// control returns the socket setup of a server socket on addr.
+func (o sockOpts) control(addr netip.AddrPort) func(string, string, syscall.RawConn) error {
+	reusePort, bigBuffer := o.reusePort, o.bigBuffer
 	return func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
@@ -34,6 +47,24 @@ func sockopts(addr netip.AddrPort, reusePort, bigBuffer bool) func(string, strin
 			if reusePort {
 				if err := unix.SetsockoptInt(s, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
 					serr = fmt.Errorf("SO_REUSEPORT: %w", err)
+					return
+				}
+			}
+			if o.device != "" {
+				if err := unix.SetsockoptString(s, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, o.device); err != nil {
+					serr = fmt.Errorf("SO_BINDTODEVICE %s: %w", o.device, err)
+					return
+				}
+			}
+			if o.pktinfo {
+				var err error
+				if addr.Addr().Is6() {
+					err = unix.SetsockoptInt(s, unix.SOL_IPV6, unix.IPV6_RECVPKTINFO, 1)
+				} else {
+					err = unix.SetsockoptInt(s, unix.SOL_IP, unix.IP_PKTINFO, 1)
+				}
+				if err != nil {
+					serr = fmt.Errorf("packet info: %w", err)
 					return
 				}
 			}
@@ -64,7 +95,7 @@ func udpNet(a netip.AddrPort) string {
 // other socket holds the port, even one that would have shared it with
 // our SO_REUSEPORT group (another vnetd, say).
 func probeUDP(ctx context.Context, addr netip.AddrPort) error {
-	lc := net.ListenConfig{Control: sockopts(addr, false, false)}
+	lc := net.ListenConfig{Control: sockOpts{}.control(addr)}
 	pc, err := lc.ListenPacket(ctx, udpNet(addr), addr.String())
 	if err != nil {
 		return err
@@ -72,8 +103,10 @@ func probeUDP(ctx context.Context, addr netip.AddrPort) error {
 	return pc.Close()
 }
 
+// listenUDP opens a reader's socket; its datagrams carry the interface
+// they arrived on, which the reader checks.
 func listenUDP(ctx context.Context, addr netip.AddrPort, reusePort bool) (*net.UDPConn, error) {
-	lc := net.ListenConfig{Control: sockopts(addr, reusePort, true)}
+	lc := net.ListenConfig{Control: sockOpts{reusePort: reusePort, bigBuffer: true, pktinfo: true}.control(addr)}
 	pc, err := lc.ListenPacket(ctx, udpNet(addr), addr.String())
 	if err != nil {
 		return nil, err
@@ -81,11 +114,15 @@ func listenUDP(ctx context.Context, addr netip.AddrPort, reusePort bool) (*net.U
 	return pc.(*net.UDPConn), nil
 }
 
-func listenTCP(ctx context.Context, addr netip.AddrPort) (net.Listener, error) {
+// listenTCP opens a listener that accepts connections arriving on device
+// only: the kernel answers the others with a reset. (Unlike the UDP
+// readers', its drops are not counted, but then a connection costs a
+// handshake the client cannot spoof.)
+func listenTCP(ctx context.Context, addr netip.AddrPort, device string) (net.Listener, error) {
 	network := "tcp4"
 	if addr.Addr().Is6() {
 		network = "tcp6"
 	}
-	lc := net.ListenConfig{Control: sockopts(addr, false, false)}
+	lc := net.ListenConfig{Control: sockOpts{device: device}.control(addr)}
 	return lc.Listen(ctx, network, addr.String())
 }

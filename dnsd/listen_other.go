@@ -18,4 +18,6 @@ func listenUDP(context.Context, netip.AddrPort, bool) (*net.UDPConn, error) {
 	return nil, errUnsupported
 }
 
-func listenTCP(context.Context, netip.AddrPort) (net.Listener, error) { return nil, errUnsupported }
+func listenTCP(context.Context, netip.AddrPort, string) (net.Listener, error) {
+	return nil, errUnsupported
+}

@@ -54,7 +54,8 @@ type Config struct {
 	// Network is the live definition; DNS is served on its <ip>
 	// addresses.
 	Network *conf.Network
-	// Bridge is the network's bridge, for logs and link-local addresses.
+	// Bridge is the network's bridge: queries are taken only from it (and
+	// from the host itself), whatever address they were sent to.
 	Bridge string
 	// Leases gives the hostnames of DHCP clients; nil: none.
 	Leases LeaseView
@@ -73,10 +74,14 @@ const (
 	// kernel's softirq work for the bridge) need the others, and on 2 CPUs
 	// two readers lose to one (bench/RESULTS.md).
 	maxReaders = 4
-	// maxTCPQueries and the timeouts bound what one TCP client can hold.
+	// maxTCPQueries and the timeouts bound what one TCP client can hold
+	// (with maxTCPConns and maxTCPPerClient). Stub resolvers send one
+	// query per connection and close it; a client that keeps one open
+	// must ask again within tcpIdle (RFC 7766 §6.2.3 lets a server close
+	// idle connections early when it must protect its resources).
 	maxTCPQueries = 128
 	tcpTimeout    = 2 * time.Second
-	tcpIdle       = 8 * time.Second
+	tcpIdle       = 2 * time.Second
 	// rcvBuf absorbs bursts (guests booting together) that a reader
 	// descheduled for a moment would otherwise lose.
 	rcvBuf = 4 << 20
@@ -106,10 +111,10 @@ type Server struct {
 	udp     []*net.UDPConn
 	tcp     []*dns.Server
 	workers []*worker
+	tcpLim  *tcpLimiter
 	// kick tells the lease watcher that the zone changed, so that it
 	// re-arms its expiry timer.
-	kick       chan struct{}
-	leaseLimit logLimit
+	kick chan struct{}
 }
 
 // New builds the zone of cfg.Network; it opens no socket (Start does).
@@ -142,6 +147,7 @@ func newAt(cfg Config, now func() time.Time) (*Server, error) {
 		now:     now,
 		network: n,
 		readers: min(max(runtime.GOMAXPROCS(0)/2, 1), maxReaders),
+		tcpLim:  newTCPLimiter(maxTCPConns, maxTCPPerClient),
 		kick:    make(chan struct{}, 1),
 	}
 	if cfg.Leases != nil {
@@ -186,8 +192,9 @@ func listenAddrs(n *conf.Network, bridge string) []netip.AddrPort {
 // to upstreams) belong to the network namespace of the calling thread
 // (of the process, for upstreams). The addresses need not be up yet (an
 // IPv6 address may still be in DAD): the sockets are bound with
-// IP_FREEBIND. If another process holds port 53 on one of them, Start
-// fails saying so and binds nothing.
+// IP_FREEBIND. The bridge must exist: only queries arriving on it are
+// served. If another process holds port 53 on one of them, Start fails
+// saying so and binds nothing.
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -198,6 +205,10 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("network %q: dns: server already started", s.name)
 	}
 	addrs := listenAddrs(s.network, s.cfg.Bridge)
+	bridge, err := net.InterfaceByName(s.cfg.Bridge)
+	if err != nil {
+		return fmt.Errorf("network %q: dns: bridge %s: %w", s.name, s.cfg.Bridge, err)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var listeners []net.Listener
 	fail := func(err error) error {
@@ -225,15 +236,16 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 			s.udp = append(s.udp, c)
 		}
-		l, err := listenTCP(ctx, a)
+		l, err := listenTCP(ctx, a, s.cfg.Bridge)
 		if err != nil {
 			return fail(s.bindErr(a, "tcp", err))
 		}
-		listeners = append(listeners, l)
+		listeners = append(listeners, &limitListener{Listener: l, lim: s.tcpLim, h: s.h})
 	}
 	s.h.ctx = ctx
 	for _, c := range s.udp {
 		w := newWorker(s.h, c, ctx, &s.wg)
+		w.iface = bridge.Index
 		s.workers = append(s.workers, w)
 		s.wg.Add(1)
 		go w.run()
@@ -379,6 +391,7 @@ func (s *Server) Stats() Stats {
 		st.add(&w.st)
 	}
 	st.CacheEntries = s.h.cache.len()
+	st.TCPConnections = s.tcpLim.open()
 	return st
 }
 
@@ -459,9 +472,7 @@ func (s *Server) leaseChangeMatters(c leases.Changes) bool {
 func (s *Server) reloadLeases() {
 	ls, err := s.cfg.Leases.List(s.name)
 	if err != nil {
-		if ok, n := s.leaseLimit.allow(s.now()); ok {
-			s.log.Warn("cannot read leases; lease hostnames not updated", "err", err, "suppressed", n)
-		}
+		s.h.lim.Log(s.log, slog.LevelWarn, "cannot read leases; lease hostnames not updated", "err", err)
 		return
 	}
 	s.setLeases(ls)

@@ -2,16 +2,20 @@ package dnsd
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -388,15 +392,25 @@ func TestLabForwarding(t *testing.T) {
 	check("isolated network still uses its domain forwarder", status == "NOERROR" && len(a) == 1)
 }
 
-// TestLabRefusesOutsideClients: a client that can reach the bridge's
-// addresses but is not on the network gets REFUSED, for local and
-// forwarded names alike.
+// TestLabRefusesOutsideClients: a client on the bridge whose address is
+// not the network's gets REFUSED, for local and forwarded names alike.
 func TestLabRefusesOutsideClients(t *testing.T) {
 	l := newLab(t, false)
+	// The guest also has addresses of no subnet of the network, which the
+	// host routes back through it.
+	must := func(args ...string) { nettest.Must(t, "ip", args...) }
+	must("-n", l.guest, "addr", "add", "10.57.0.2/32", "dev", "eth0")
+	must("-n", l.guest, "addr", "add", "2001:db8:57::2/128", "dev", "eth0", "nodad")
+	must("-n", l.host, "route", "add", "10.57.0.0/24", "via", "10.55.0.2")
+	must("-n", l.host, "route", "add", "2001:db8:57::/64", "via", "fd00:55::2")
 	for _, server := range []string{"@10.55.0.1", "@fd00:55::1"} {
+		src := "-b10.57.0.2"
+		if strings.Contains(server, ":") {
+			src = "-b2001:db8:57::2"
+		}
 		for _, name := range []string{"web.lab.test", "www.upstream.test"} {
 			for _, transport := range []string{"+notcp", "+tcp"} {
-				if status, a := l.dig(l.up, server, transport, name, "A"); status != "REFUSED" || len(a) != 0 {
+				if status, a := l.dig(l.guest, server, src, transport, name, "A"); status != "REFUSED" || len(a) != 0 {
 					t.Errorf("outside client, %s %s %s: %s %v", server, transport, name, status, a)
 				}
 			}
@@ -407,6 +421,188 @@ func TestLabRefusesOutsideClients(t *testing.T) {
 	}
 	if st := l.srv.Stats(); st.Refused != 8 {
 		t.Errorf("Refused %d, want 8", st.Refused)
+	}
+}
+
+// silent reports whether dig from ns got no answer at all: it timed out,
+// or the connection was refused.
+func (l *lab) silent(ns string, args ...string) bool {
+	l.t.Helper()
+	out, err := nettest.In(ns, "dig", append([]string{"+time=1", "+tries=1", "+noall", "+comments"}, args...)...)
+	if err == nil {
+		l.t.Logf("dig %v answered:\n%s", args, out)
+		return false
+	}
+	return strings.Contains(out, "timed out") || strings.Contains(out, "connection refused") ||
+		strings.Contains(out, "no servers could be reached")
+}
+
+// TestLabUplinkNeighbourIgnored: a neighbour on another interface of the
+// host (the uplink), with link-local addresses, that routes to the
+// network's addresses through the host gets nothing, over UDP or TCP, for
+// local or forwarded names; the UDP queries are counted. Guests, a
+// link-local one included, and the host itself are answered.
+func TestLabUplinkNeighbourIgnored(t *testing.T) {
+	l := newLab(t, false)
+	must := func(args ...string) { nettest.Must(t, "ip", args...) }
+	nb := nettest.NewNS(t, "dnsn")
+	nettest.Veth(t, l.host, "vnb", nb, "eth0")
+	must("-n", l.host, "addr", "add", "169.254.7.1/16", "dev", "vnb")
+	must("-n", l.host, "addr", "add", "fe80::7:1/64", "dev", "vnb", "nodad")
+	must("-n", nb, "addr", "add", "169.254.7.2/16", "dev", "eth0")
+	must("-n", nb, "addr", "add", "fe80::7:2/64", "dev", "eth0", "nodad")
+	must("-n", nb, "route", "add", "10.55.0.0/24", "via", "169.254.7.1", "src", "169.254.7.2")
+	must("-n", nb, "route", "add", "fd00:55::/64", "via", "fe80::7:1", "dev", "eth0", "src", "fe80::7:2")
+	// The neighbour can reach the server's addresses: another service
+	// of the host on them accepts its connections.
+	for _, a := range []string{"10.55.0.1:8053", "[fd00:55::1]:8053"} {
+		var ln net.Listener
+		if err := nettest.Do(l.host, func() (err error) { ln, err = net.Listen("tcp", a); return err }); err != nil {
+			t.Fatal(err)
+		}
+		err := nettest.Do(nb, func() error {
+			c, err := net.DialTimeout("tcp", a, 2*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		ln.Close()
+		if err != nil {
+			t.Fatalf("the neighbour cannot reach %s at all: %v", a, err)
+		}
+	}
+
+	for _, server := range []string{"@10.55.0.1", "@fd00:55::1"} {
+		for _, name := range []string{"web.lab.test", "www.upstream.test"} {
+			for _, transport := range []string{"+notcp", "+tcp"} {
+				if !l.silent(nb, server, transport, name, "A") {
+					t.Errorf("neighbour on the uplink, %s %s %s: answered", server, transport, name)
+				}
+			}
+		}
+	}
+	if l.ups["10.56.0.2"].saw("www.upstream.test. A") {
+		t.Error("a query from the uplink was forwarded")
+	}
+	st := l.srv.Stats()
+	if st.WrongInterface != 4 {
+		t.Errorf("WrongInterface %d, want 4 (the UDP queries)", st.WrongInterface)
+	}
+	if st.Refused != 0 {
+		t.Errorf("Refused %d: queries from the uplink reached the handler", st.Refused)
+	}
+
+	// Still answered: a guest, a guest asking from its link-local
+	// address, and the host itself.
+	must("-n", l.guest, "addr", "add", "fe80::55:2/64", "dev", "eth0", "nodad")
+	for _, c := range []struct {
+		ns   string
+		args []string
+	}{
+		{l.guest, []string{"@10.55.0.1"}},
+		{l.guest, []string{"@fd00:55::1"}},
+		{l.host, []string{"@10.55.0.1"}},
+		{l.host, []string{"@fd00:55::1"}},
+	} {
+		for _, transport := range []string{"+notcp", "+tcp"} {
+			args := append(append([]string{transport}, c.args...), "web.lab.test", "A")
+			if status, a := l.dig(c.ns, args...); status != "NOERROR" || len(a) != 1 {
+				t.Errorf("dig %v from %s: %s %v", args, c.ns, status, a)
+			}
+		}
+	}
+	// A numeric zone: Go's cache of interface names is the process's, not
+	// the namespace's.
+	var eth0 *net.Interface
+	if err := nettest.Do(l.guest, func() (err error) { eth0, err = net.InterfaceByName("eth0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	zone := strconv.Itoa(eth0.Index)
+	for _, network := range []string{"udp6", "tcp6"} {
+		var local net.Addr = &net.UDPAddr{IP: net.ParseIP("fe80::55:2"), Zone: zone}
+		if network == "tcp6" {
+			local = &net.TCPAddr{IP: net.ParseIP("fe80::55:2"), Zone: zone}
+		}
+		c := dns.Client{Net: network, Dialer: &net.Dialer{LocalAddr: local}, Timeout: 2 * time.Second}
+		var m *dns.Msg
+		if err := nettest.Do(l.guest, func() (err error) {
+			m, _, err = c.Exchange(newQuery("web.lab.test.", dns.TypeA), "[fd00:55::1]:53")
+			return err
+		}); err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 {
+			t.Errorf("link-local guest over %s: %v %v", network, err, m)
+		}
+	}
+	if got := l.srv.Stats().WrongInterface; got != 4 {
+		t.Errorf("WrongInterface %d after the allowed clients, want still 4", got)
+	}
+}
+
+// TestLabTCPBounds: a guest cannot hold more TCP connections than its
+// share, nor all guests together more than the server's bound; the ones
+// beyond are closed at once and counted, and a slot freed is taken again.
+func TestLabTCPBounds(t *testing.T) {
+	l := newLab(t, false)
+	l.srv.Close()
+	s := l.newServer()
+	s.tcpLim = newTCPLimiter(5, 3)
+	if err := nettest.Do(l.host, func() error { return s.Start(context.Background()) }); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	nettest.Must(t, "ip", "-n", l.guest, "addr", "add", "10.55.0.3/24", "dev", "eth0")
+	q, _ := newQuery("web.lab.test.", dns.TypeA).Pack()
+	msg := append([]byte{byte(len(q) >> 8), byte(len(q))}, q...)
+	// open connects from src and reports whether the connection is
+	// served: it is answered rather than closed. A connection refused is
+	// reset as soon as it is accepted, which may be before the client's
+	// connect returned.
+	open := func(src string) (net.Conn, bool) {
+		t.Helper()
+		var c net.Conn
+		if err := nettest.Do(l.guest, func() error {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+			var err error
+			c, err = d.Dial("tcp4", "10.55.0.1:53")
+			return err
+		}); err != nil {
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("from %s: %v", src, err)
+			}
+			return nil, false
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write(msg); err != nil {
+			return c, false
+		}
+		var n [2]byte
+		_, err := io.ReadFull(c, n[:])
+		return c, err == nil
+	}
+	var held []net.Conn
+	for i := range 4 {
+		c, ok := open("10.55.0.2")
+		if ok != (i < 3) {
+			t.Fatalf("connection %d from 10.55.0.2 served: %v, want %v", i, ok, i < 3)
+		}
+		if ok {
+			held = append(held, c)
+		}
+	}
+	for i := range 3 {
+		if _, ok := open("10.55.0.3"); ok != (i < 2) {
+			t.Fatalf("connection %d from 10.55.0.3 served: %v, want %v (5 in all)", i, ok, i < 2)
+		}
+	}
+	st := s.Stats()
+	if st.TCPRejectedPerClient != 1 || st.TCPRejectedGlobal != 1 || st.TCPConnections != 5 {
+		t.Errorf("rejected %d per client, %d global, %d open; want 1, 1, 5", st.TCPRejectedPerClient, st.TCPRejectedGlobal, st.TCPConnections)
+	}
+	held[0].Close()
+	l.waitFor("the slot given back", func() bool { return s.Stats().TCPConnections == 4 })
+	if _, ok := open("10.55.0.2"); !ok {
+		t.Error("a connection after one was closed is not served")
 	}
 }
 

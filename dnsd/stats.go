@@ -1,7 +1,6 @@
 package dnsd
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +33,18 @@ type Stats struct {
 	Malformed uint64
 	Overflow  uint64
 	Refused   uint64
+	// WrongInterface counts the UDP queries dropped because they arrived
+	// on an interface other than the network's bridge (a neighbour on the
+	// uplink); Panics the queries dropped because handling them panicked.
+	WrongInterface uint64
+	Panics         uint64
+	// TCPConnections is the number of TCP connections open now;
+	// TCPRejectedGlobal and TCPRejectedPerClient count those closed at
+	// once because the server (maxTCPConns) or their client
+	// (maxTCPPerClient) already held as many as it may.
+	TCPConnections       int
+	TCPRejectedGlobal    uint64
+	TCPRejectedPerClient uint64
 	// UpstreamLatency is the total time of the upstream exchanges that got
 	// an answer, UpstreamAnswers their number.
 	UpstreamLatency time.Duration
@@ -97,7 +108,10 @@ type counters struct {
 	malformed      atomic.Uint64
 	overflow       atomic.Uint64
 	refused        atomic.Uint64
-	panics         atomic.Uint64 // also counted as malformed; for the fuzzer
+	wrongIface     atomic.Uint64
+	panics         atomic.Uint64
+	tcpGlobal      atomic.Uint64
+	tcpPerClient   atomic.Uint64
 	latencyNanos   atomic.Uint64
 	latencyCount   atomic.Uint64
 	latency        [len(UpstreamLatencyBounds) + 1]atomic.Uint64
@@ -146,35 +160,13 @@ func (s *Stats) add(c *counters) {
 	s.Malformed += c.malformed.Load()
 	s.Overflow += c.overflow.Load()
 	s.Refused += c.refused.Load()
+	s.WrongInterface += c.wrongIface.Load()
+	s.Panics += c.panics.Load()
+	s.TCPRejectedGlobal += c.tcpGlobal.Load()
+	s.TCPRejectedPerClient += c.tcpPerClient.Load()
 	s.UpstreamLatency += time.Duration(c.latencyNanos.Load())
 	s.UpstreamAnswers += c.latencyCount.Load()
 	for i := range c.latency {
 		s.UpstreamLatencyBuckets[i] += c.latency[i].Load()
 	}
-}
-
-// logLimit lets one message of a kind through per interval; the others are
-// counted and reported with the next one. Per-packet problems must not let
-// a client fill the journal.
-type logLimit struct {
-	mu         sync.Mutex
-	next       time.Time
-	suppressed int
-}
-
-const logInterval = 10 * time.Second
-
-// allow reports whether to log now, and how many were suppressed since the
-// last one.
-func (l *logLimit) allow(now time.Time) (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Before(l.next) {
-		l.suppressed++
-		return false, 0
-	}
-	n := l.suppressed
-	l.suppressed = 0
-	l.next = now.Add(logInterval)
-	return true, n
 }

@@ -2,6 +2,7 @@ package dnsd
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -22,7 +23,11 @@ type worker struct {
 	ctx  context.Context
 	wg   *sync.WaitGroup
 	out  []byte // the answer being built
-	st   counters
+	// iface is the index of the bridge, the only interface (with the
+	// host's loopback) a query may arrive on; 0 when the reader does not
+	// check (tests that hand it datagrams).
+	iface int
+	st    counters
 }
 
 func newWorker(h *handler, conn *net.UDPConn, ctx context.Context, wg *sync.WaitGroup) *worker {
@@ -105,9 +110,7 @@ func (w *worker) slow(z *zone, pkt []byte, from netip.AddrPort, src netip.Addr) 
 	r := new(dns.Msg)
 	if err := r.Unpack(pkt); err != nil {
 		w.st.malformed.Add(1)
-		if ok, n := h.limMalformed.allow(h.now()); ok {
-			h.log.Debug("malformed DNS packet dropped", "client", from, "err", err, "suppressed", n)
-		}
+		h.lim.Log(h.log, slog.LevelDebug, "malformed DNS packet dropped", "client", from, "err", err)
 		return
 	}
 	m, j := h.plan(z, r, src, &w.st)
@@ -142,13 +145,7 @@ func (w *worker) slow(z *zone, pkt []byte, from netip.AddrPort, src netip.Addr) 
 // many already wait: then the query is dropped and the client retries.
 func (w *worker) forward(j *job, from netip.AddrPort) {
 	h := w.h
-	select {
-	case h.sem <- struct{}{}:
-	default:
-		w.st.overflow.Add(1)
-		if ok, n := h.limOverflow.allow(h.now()); ok {
-			h.log.Warn("too many DNS queries waiting for upstream servers; dropping", "limit", maxForwards, "suppressed", n)
-		}
+	if !h.acquireForward(&w.st) {
 		return
 	}
 	w.wg.Add(1)
@@ -167,8 +164,6 @@ func (w *worker) forward(j *job, from netip.AddrPort) {
 
 func (w *worker) reply(b []byte, to netip.AddrPort) {
 	if err := w.send(b, to); err != nil && w.ctx.Err() == nil {
-		if ok, n := w.h.limWrite.allow(w.h.now()); ok {
-			w.h.log.Warn("cannot send DNS answer", "client", to, "err", err, "suppressed", n)
-		}
+		w.h.lim.Log(w.h.log, slog.LevelWarn, "cannot send DNS answer", "client", to, "err", err)
 	}
 }

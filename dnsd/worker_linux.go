@@ -3,11 +3,11 @@ package dnsd
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -22,6 +22,12 @@ const (
 	// is truncated by the kernel and dropped as malformed (no real query
 	// comes near it: EDNS0 clients keep theirs well under 1232 bytes).
 	slotSize = 4096
+	// ctrlSize holds the one control message asked for, IP_PKTINFO or
+	// IPV6_PKTINFO (40 bytes on 64-bit), with room to spare.
+	ctrlSize = 64
+	// loopbackIndex is lo's index in every network namespace: what
+	// arrives on it comes from the host itself.
+	loopbackIndex = 1
 )
 
 // mmsghdr is struct mmsghdr of recvmmsg(2) and sendmmsg(2).
@@ -39,6 +45,7 @@ type batch struct {
 	slots  int    // read per recvmmsg: grows to batchSize under load
 	full   bool   // the last read filled every slot
 	names  [batchSize]unix.RawSockaddrInet6
+	ctrl   [batchSize][ctrlSize]byte
 	iovs   [batchSize]unix.Iovec
 	hdrs   [batchSize]mmsghdr
 	out    []byte // the answers, one after the other
@@ -59,6 +66,7 @@ func newBatch(rc syscall.RawConn) *batch {
 	b.recvFn = func(fd uintptr) bool {
 		for i := range b.hdrs {
 			b.hdrs[i].hdr.Namelen = uint32(unsafe.Sizeof(b.names[i]))
+			b.hdrs[i].hdr.SetControllen(ctrlSize)
 			b.hdrs[i].hdr.Flags = 0
 		}
 		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), uintptr(b.slots), 0, 0, 0)
@@ -107,6 +115,7 @@ func (b *batch) grow(n int) {
 		b.iovs[i].Base = &b.in[i*slotSize]
 		b.iovs[i].SetLen(slotSize)
 		b.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		b.hdrs[i].hdr.Control = &b.ctrl[i][0]
 		b.hdrs[i].hdr.Iov = &b.iovs[i]
 		b.hdrs[i].hdr.SetIovlen(1)
 	}
@@ -138,7 +147,6 @@ func (w *worker) run() {
 		return
 	}
 	b := newBatch(rc)
-	var lim logLimit
 	for {
 		if b.full && b.slots < batchSize {
 			b.grow(2 * b.slots)
@@ -150,9 +158,7 @@ func (w *worker) run() {
 			b.err = err
 		}
 		if b.err != nil {
-			if ok, sup := lim.allow(time.Now()); ok {
-				w.h.log.Warn("DNS read failed", "err", b.err, "suppressed", sup)
-			}
+			w.h.lim.Log(w.h.log, slog.LevelWarn, "DNS read failed", "err", b.err)
 			b.err = nil
 			continue
 		}
@@ -163,6 +169,20 @@ func (w *worker) run() {
 			if h.hdr.Flags&unix.MSG_TRUNC != 0 {
 				w.st.malformed.Add(1)
 				continue
+			}
+			if w.iface != 0 {
+				// The socket is bound to an address, and Linux takes a
+				// packet for a local address on any interface: a
+				// neighbour on the uplink would be served as a guest.
+				// Only the bridge (and the host itself) may ask, as
+				// with dnsmasq's interface= in libvirt's configuration.
+				idx, ok := arrivalIndex(b.ctrl[i][:min(int(h.hdr.Controllen), ctrlSize)])
+				if !ok || (idx != w.iface && idx != loopbackIndex) {
+					w.st.wrongIface.Add(1)
+					w.h.lim.Log(w.h.log, slog.LevelDebug, "DNS query from another interface than the bridge dropped",
+						"client", b.from(i), "ifindex", idx)
+					continue
+				}
 			}
 			start := len(b.out)
 			out := w.answer(b.in[i*slotSize:i*slotSize+int(h.len)], b.from(i), b.out)
@@ -192,10 +212,36 @@ func (w *worker) run() {
 			return
 		}
 		if b.err != nil && w.ctx.Err() == nil {
-			if ok, n := w.h.limWrite.allow(w.h.now()); ok {
-				w.h.log.Warn("cannot send DNS answer", "err", b.err, "suppressed", n)
-			}
+			w.h.lim.Log(w.h.log, slog.LevelWarn, "cannot send DNS answer", "err", b.err)
 			b.err = nil
 		}
 	}
+}
+
+// arrivalIndex returns the index of the interface a datagram arrived on,
+// from its IP_PKTINFO or IPV6_PKTINFO control message. It reads the
+// buffer in place: it runs for every query.
+func arrivalIndex(ctrl []byte) (int, bool) {
+	hdrLen := cmsgAlign(unix.SizeofCmsghdr)
+	for len(ctrl) >= hdrLen {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
+		n := int(h.Len)
+		if n < hdrLen || n > len(ctrl) {
+			return 0, false
+		}
+		data := ctrl[hdrLen:n]
+		switch {
+		case h.Level == unix.SOL_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			return int(int32(binary.NativeEndian.Uint32(data))), true
+		case h.Level == unix.SOL_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			return int(binary.NativeEndian.Uint32(data[16:])), true
+		}
+		ctrl = ctrl[min(cmsgAlign(n), len(ctrl)):]
+	}
+	return 0, false
+}
+
+func cmsgAlign(n int) int {
+	const a = int(unsafe.Sizeof(uintptr(0)))
+	return (n + a - 1) &^ (a - 1)
 }

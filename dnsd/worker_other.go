@@ -4,14 +4,13 @@ package dnsd
 
 import (
 	"errors"
+	"log/slog"
 	"net"
-	"time"
 )
 
 // run reads datagrams one by one until the socket closes.
 func (w *worker) run() {
 	defer w.wg.Done()
-	var lim logLimit
 	in := make([]byte, 65535)
 	for {
 		n, from, err := w.conn.ReadFromUDPAddrPort(in)
@@ -19,9 +18,7 @@ func (w *worker) run() {
 			if errors.Is(err, net.ErrClosed) || w.ctx.Err() != nil {
 				return
 			}
-			if ok, sup := lim.allow(time.Now()); ok {
-				w.h.log.Warn("DNS read failed", "err", err, "suppressed", sup)
-			}
+			w.h.lim.Log(w.h.log, slog.LevelWarn, "DNS read failed", "err", err)
 			continue
 		}
 		w.handle(in[:n], from)
