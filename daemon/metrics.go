@@ -249,10 +249,14 @@ var (
 	descDNSUpstreamLatency = newDesc("vnetd_dns_upstream_latency_seconds",
 		"Time upstream servers took to answer.", "network")
 	descDNSDropped = newDesc("vnetd_dns_dropped_total",
-		"DNS packets dropped unanswered: malformed (undecodable, not a query), overflow (too many queries waiting for upstreams).",
+		"DNS packets dropped unanswered: malformed (undecodable, not a query), overflow (too many queries waiting for upstreams), interface (UDP query that did not arrive on the bridge), panic (handling it panicked: a bug).",
 		"network", "reason")
 	descDNSRefused = newDesc("vnetd_dns_refused_clients_total",
 		"Queries from clients outside the network, answered REFUSED.", "network")
+	descDNSTCPConns    = newDesc("vnetd_dns_tcp_connections", "DNS TCP connections open.", "network")
+	descDNSTCPRejected = newDesc("vnetd_dns_tcp_rejected_total",
+		"DNS TCP connections closed as soon as accepted: global (the server's bound reached), per_client (the client's).",
+		"network", "reason")
 
 	descRASent = newDesc("vnetd_ra_sent_total",
 		"Router advertisements sent: multicast (to all nodes) or unicast (answering one solicitation).", "network", "destination")
@@ -277,7 +281,7 @@ var (
 		descDHCPLeases, descDHCPPool, descDHCPReceived, descDHCPReplies, descDHCPDropped, descDHCPExhausted,
 		descDHCPStoreErrors, descDHCPSendErrors,
 		descDNSQueries, descDNSResponses, descDNSCacheHits, descDNSCacheMisses, descDNSCacheEntries, descDNSForwarded,
-		descDNSUpstreamErrors, descDNSUpstreamLatency, descDNSDropped, descDNSRefused,
+		descDNSUpstreamErrors, descDNSUpstreamLatency, descDNSDropped, descDNSRefused, descDNSTCPConns, descDNSTCPRejected,
 		descRASent, descRASendErrors, descRSReceived, descRSAnswered, descRSDropped,
 		descTFTPRequests, descTFTPDropped,
 		descTCBytes, descTCPackets, descTCDrops, descTCOverlimits, descTCBacklog, descTCRate, descTCCeil,
@@ -414,7 +418,12 @@ func (e emitter) dns(network string, st *dnsd.Stats) {
 	e.counter(descDNSUpstreamErrors, st.UpstreamErrors, network)
 	e.counter(descDNSDropped, st.Malformed, network, "malformed")
 	e.counter(descDNSDropped, st.Overflow, network, "overflow")
+	e.counter(descDNSDropped, st.WrongInterface, network, "interface")
+	e.counter(descDNSDropped, st.Panics, network, "panic")
 	e.counter(descDNSRefused, st.Refused, network)
+	e.gauge(descDNSTCPConns, float64(st.TCPConnections), network)
+	e.counter(descDNSTCPRejected, st.TCPRejectedGlobal, network, "global")
+	e.counter(descDNSTCPRejected, st.TCPRejectedPerClient, network, "per_client")
 	// Prometheus buckets are cumulative; the count is their total, so that
 	// it agrees with them even when an answer lands between two loads.
 	buckets := make(map[float64]uint64, len(dnsd.UpstreamLatencyBounds))

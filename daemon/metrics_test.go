@@ -72,6 +72,7 @@ var cannedStats = serviceStats{
 		Responses: map[string]uint64{"NOERROR": 25, "NXDOMAIN": 5, "REFUSED": 1},
 		CacheHits: 12, CacheMisses: 4, CacheEntries: 4, Forwarded: 4, UpstreamErrors: 1, Malformed: 2, Overflow: 0,
 		Refused: 1, UpstreamLatency: 1500 * time.Millisecond, UpstreamAnswers: 4,
+		WrongInterface: 6, Panics: 1, TCPConnections: 3, TCPRejectedGlobal: 2, TCPRejectedPerClient: 5,
 		// 1 at ≤1ms, 2 at ≤10ms, 1 over 5s
 		UpstreamLatencyBuckets: [len(dnsd.UpstreamLatencyBounds) + 1]uint64{0: 1, 3: 2, len(dnsd.UpstreamLatencyBounds): 1},
 	},
@@ -141,10 +142,12 @@ vnetd_dns_cache_hits_total{network="shaped"} 12
 # HELP vnetd_dns_cache_misses_total Forwarded names not in the cache.
 # TYPE vnetd_dns_cache_misses_total counter
 vnetd_dns_cache_misses_total{network="shaped"} 4
-# HELP vnetd_dns_dropped_total DNS packets dropped unanswered: malformed (undecodable, not a query), overflow (too many queries waiting for upstreams).
+# HELP vnetd_dns_dropped_total DNS packets dropped unanswered: malformed (undecodable, not a query), overflow (too many queries waiting for upstreams), interface (UDP query that did not arrive on the bridge), panic (handling it panicked: a bug).
 # TYPE vnetd_dns_dropped_total counter
+vnetd_dns_dropped_total{network="shaped",reason="interface"} 6
 vnetd_dns_dropped_total{network="shaped",reason="malformed"} 2
 vnetd_dns_dropped_total{network="shaped",reason="overflow"} 0
+vnetd_dns_dropped_total{network="shaped",reason="panic"} 1
 # HELP vnetd_dns_forwarded_total Questions sent upstream (identical concurrent questions share one).
 # TYPE vnetd_dns_forwarded_total counter
 vnetd_dns_forwarded_total{network="shaped"} 4
@@ -161,6 +164,13 @@ vnetd_dns_refused_clients_total{network="shaped"} 1
 vnetd_dns_responses_total{network="shaped",rcode="NOERROR"} 25
 vnetd_dns_responses_total{network="shaped",rcode="NXDOMAIN"} 5
 vnetd_dns_responses_total{network="shaped",rcode="REFUSED"} 1
+# HELP vnetd_dns_tcp_connections DNS TCP connections open.
+# TYPE vnetd_dns_tcp_connections gauge
+vnetd_dns_tcp_connections{network="shaped"} 3
+# HELP vnetd_dns_tcp_rejected_total DNS TCP connections closed as soon as accepted: global (the server's bound reached), per_client (the client's).
+# TYPE vnetd_dns_tcp_rejected_total counter
+vnetd_dns_tcp_rejected_total{network="shaped",reason="global"} 2
+vnetd_dns_tcp_rejected_total{network="shaped",reason="per_client"} 5
 # HELP vnetd_dns_upstream_errors_total Upstream exchanges that failed or timed out.
 # TYPE vnetd_dns_upstream_errors_total counter
 vnetd_dns_upstream_errors_total{network="shaped"} 1
