@@ -514,9 +514,9 @@ func (s *Server4) settled(c *completion4) bool {
 	if c.err != nil {
 		s.h.stats.storeErrors.Add(1)
 		if c.commit.IP.IsValid() {
-			s.log.Error("DHCPv4 lease not stored: no ACK sent", "ip", c.commit.IP, "mac", c.commit.MAC.String(), "err", c.err)
+			s.rlog.Log(s.log, slog.LevelError, "DHCPv4 lease not stored: no ACK sent", "ip", c.commit.IP, "mac", c.commit.MAC.String(), "err", c.err)
 		} else {
-			s.log.Error("DHCPv4 lease not deleted", "ip", c.release, "err", c.err)
+			s.rlog.Log(s.log, slog.LevelError, "DHCPv4 lease not deleted", "ip", c.release, "err", c.err)
 		}
 		return false
 	}
@@ -530,7 +530,7 @@ func (s *Server4) settled(c *completion4) bool {
 func (s *Server4) answer(req *request4, a *answer4, commit *leases.Lease) {
 	if !a.ok() {
 		if req.messageType() == dhcpv4.MessageTypeDiscover && s.log.Enabled(context.Background(), slog.LevelInfo) {
-			s.log.Info("DHCPv4 no address available", "mac", req.chaddr.String())
+			s.rlog.Log(s.log, slog.LevelInfo, "DHCPv4 no address available", "mac", req.chaddr.String())
 		}
 		return
 	}
@@ -543,7 +543,7 @@ func (s *Server4) answer(req *request4, a *answer4, commit *leases.Lease) {
 func (s *Server4) answered(req *request4, a *answer4, commit *leases.Lease, err error) {
 	if err != nil {
 		s.h.stats.sendErrors.Add(1)
-		s.log.Error("DHCPv4 reply not sent", "type", a.mt.String(), "mac", req.chaddr.String(), "err", err)
+		s.rlog.Log(s.log, slog.LevelError, "DHCPv4 reply not sent", "type", a.mt.String(), "mac", req.chaddr.String(), "err", err)
 		return
 	}
 	ctx := context.Background()
@@ -560,7 +560,7 @@ func (s *Server4) answered(req *request4, a *answer4, commit *leases.Lease, err 
 		}
 	case dhcpv4.MessageTypeNak:
 		if s.log.Enabled(ctx, slog.LevelInfo) {
-			s.log.Info("DHCPNAK", "requested", logIP4(req.opts.reqIP), "ciaddr", req.ciaddrRaw, "mac", req.chaddr.String(), "reason", a.msg)
+			s.rlog.Log(s.log, slog.LevelInfo, "DHCPNAK", "requested", logIP4(req.opts.reqIP), "ciaddr", req.ciaddrRaw, "mac", req.chaddr.String(), "reason", a.msg)
 		}
 	default:
 		if s.log.Enabled(ctx, slog.LevelDebug) {
@@ -625,7 +625,7 @@ func (s *Server4) sweep(ctx context.Context) {
 			s.h.Settle(a)
 			if err != nil {
 				s.h.stats.storeErrors.Add(1)
-				s.log.Error("DHCPv4 expired lease not deleted", "ip", a, "err", err)
+				s.rlog.Log(s.log, slog.LevelError, "DHCPv4 expired lease not deleted", "ip", a, "err", err)
 				return
 			}
 			s.log.Info("DHCPv4 lease expired", "ip", a)

@@ -478,7 +478,7 @@ func (s *Server6) settled(c *completion6) bool {
 	if c.err != nil {
 		// Not durable, not acknowledged: the client retransmits.
 		s.st.storeErrors.Add(1)
-		s.log.Error("storing DHCPv6 leases failed, not replying", "type", c.typ.String(), "peer", c.peer, "err", c.err)
+		s.rlog.Log(s.log, slog.LevelError, "storing DHCPv6 leases failed, not replying", "type", c.typ.String(), "peer", c.peer, "err", c.err)
 		return false
 	}
 	s.st.removals.Add(uint64(len(c.releases)))
@@ -648,7 +648,7 @@ func (s *Server6) sweep(ctx context.Context, wg *sync.WaitGroup) {
 				defer s.inflight.Done()
 				if err != nil {
 					s.st.storeErrors.Add(1)
-					s.log.Error("removing expired DHCPv6 lease failed", "ip", ip, "err", err)
+					s.rlog.Log(s.log, slog.LevelError, "removing expired DHCPv6 lease failed", "ip", ip, "err", err)
 					return
 				}
 				s.st.removals.Add(1)
