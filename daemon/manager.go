@@ -139,6 +139,9 @@ type Manager struct {
 	cancel context.CancelFunc
 
 	metrics *metrics
+	// stateDamaged: vnetd.db was found damaged at Open and started afresh
+	// (vnetd_storage_damage_total).
+	stateDamaged bool
 }
 
 // running is a network that is up on the host.
@@ -175,13 +178,20 @@ func Open(cfg Config) (*Manager, error) {
 	if skipped != nil {
 		cfg.Log.Error("definitions left out; fix them and reload (SIGHUP)", "err", skipped)
 	}
-	state, err := openState(cfg.StateDir)
+	state, damage, err := openState(cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, log: cfg.Log, store: store, state: state, active: map[string]*running{}, reaping: map[string]chan struct{}{}}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.metrics = newMetrics(m)
+	m.metrics.registry.MustRegister(&damageCollector{m: m})
+	if damage != nil {
+		m.stateDamaged = true
+		m.log.Error("state database damaged: moved aside and replaced by an empty one; rebuilding the live state from the host and the definitions",
+			"copy", damage.quarantine, "err", damage.why)
+		m.rebuildState()
+	}
 	m.finishReaping()
 	if err := m.adopt(); err != nil {
 		state.close()
@@ -296,6 +306,43 @@ func (m *Manager) adopt() error {
 		log.Info("adopted running network", "bridge", n.Bridge.Name, "ifindex", r.IfIndex)
 	}
 	return nil
+}
+
+// rebuildState records as running, in the empty state database that
+// replaced a damaged one, every defined network whose bridge is on the
+// host, so that adopt takes it over as after any restart: same bridge,
+// addresses, routes and firewall rules checked and repaired, servers
+// started. The persistent definition stands in for the live one. What only
+// the damaged database knew is lost: transient networks (their definition
+// was kept nowhere else; their bridges stay up, unmanaged), live changes
+// not in the definition (net-update --live), the ports (their UUIDs and
+// XML came from the hypervisor; their devices stay plugged and forwarding,
+// but vnetd neither counts nor shapes them until they are created again),
+// their floors' tc class ids, and the bridges of destroyed networks still
+// to be deleted. Device pools (no bridge of vnetd's) are left inactive:
+// autostart starts the ones marked so.
+func (m *Manager) rebuildState() {
+	defs, err := m.store.List()
+	if err != nil {
+		m.log.Error("rebuilding the live state: reading the definitions", "err", err)
+		return
+	}
+	for _, n := range defs {
+		if !n.Forward.Mode.Managed() || n.Bridge.Name == "" {
+			continue
+		}
+		ifindex, err := m.cfg.Host.LinkIndex(n.Bridge.Name)
+		if err != nil {
+			continue // not running; autostart starts it if it should
+		}
+		rec := &liveRecord{Name: n.Name, Phase: PhaseRunning, XML: string(n.Format(0)), Bridge: n.Bridge.Name, IfIndex: ifindex, Started: time.Now()}
+		if err := m.state.put(rec); err != nil {
+			m.log.Error("rebuilding the live state", "network", n.Name, "err", err)
+			continue
+		}
+		m.log.Warn("network found running after the state database was lost; adopting it from its definition",
+			"network", n.Name, "bridge", n.Bridge.Name, "ifindex", ifindex)
+	}
 }
 
 // teardown removes whatever a network may have on the host; errors are
