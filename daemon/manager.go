@@ -97,6 +97,10 @@ type Config struct {
 	// Resolved registers <domain register='yes'> networks with
 	// systemd-resolved; nil: it is not running, and those cannot start.
 	Resolved Resolved
+	// TFTPRootBase, if set, is the directory every <tftp root> must
+	// resolve to or below (--tftp-root-base); net-define and net-start
+	// refuse the others.
+	TFTPRootBase string
 }
 
 // LeaseStore is what the daemon reads and cleans of the DHCP leases.
@@ -202,6 +206,9 @@ func Open(cfg Config) (*Manager, error) {
 		m.log.Error("reclaiming ports", "err", err)
 	}
 	for _, r := range m.active {
+		if err := checkTFTPRoots(r.net, cfg.TFTPRootBase); err != nil {
+			m.log.Warn("adopted network serves TFTP outside the root base until it is restarted", "network", r.net.Name, "err", err)
+		}
 		if err := m.startServices(r); err != nil {
 			// The network keeps forwarding; its guests lack DHCP until fixed.
 			m.log.Error("starting the servers of an adopted network", "network", r.net.Name, "err", err)
@@ -459,6 +466,9 @@ func (m *Manager) prepare(xml []byte) (*conf.Network, error) {
 	if err := n.Validate(); err != nil {
 		return nil, fail(api.CodeInvalidDefinition, n.Name, err)
 	}
+	if err := checkTFTPRoots(n, m.cfg.TFTPRootBase); err != nil {
+		return nil, fail(api.CodeInvalidDefinition, n.Name, err)
+	}
 	known, err := m.known()
 	if err != nil {
 		return nil, fail(api.CodeOperationFailed, n.Name, err)
@@ -589,6 +599,11 @@ func (m *Manager) start(n *conf.Network, transient bool) error {
 		return fail(api.CodeInvalidDefinition, n.Name, err)
 	}
 	if err := n.CheckDnsmasqOptions(); err != nil {
+		return fail(api.CodeInvalidDefinition, n.Name, err)
+	}
+	// Again at start: the definition, or a symlink on its root's path, may
+	// predate the base.
+	if err := checkTFTPRoots(n, m.cfg.TFTPRootBase); err != nil {
 		return fail(api.CodeInvalidDefinition, n.Name, err)
 	}
 	if n.Forward.Mode.Managed() && n.Bridge.Name == "" {

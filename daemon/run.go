@@ -37,6 +37,9 @@ type Options struct {
 	// MetricsListen is a TCP address to serve /metrics on besides the
 	// control socket; empty: none.
 	MetricsListen string
+	// TFTPRootBase is the directory every <tftp root> must be in (or be);
+	// empty: any directory.
+	TFTPRootBase string
 	// Reload re-reads the definitions for each value received (SIGHUP);
 	// nil: never.
 	Reload <-chan os.Signal
@@ -50,6 +53,15 @@ func Run(ctx context.Context, opt Options, host Host, fw Firewall) error {
 	log := opt.Log
 	if log == nil {
 		log = slog.Default()
+	}
+	if opt.TFTPRootBase != "" {
+		// A base that is not there would refuse every TFTP network with a
+		// puzzling error; say so at once instead.
+		if fi, err := os.Stat(opt.TFTPRootBase); err != nil {
+			return fmt.Errorf("--tftp-root-base: %w", err)
+		} else if !fi.IsDir() {
+			return fmt.Errorf("--tftp-root-base %s: not a directory", opt.TFTPRootBase)
+		}
 	}
 	unlock, err := lockRunDir(opt.RunDir)
 	if err != nil {
@@ -65,7 +77,7 @@ func Run(ctx context.Context, opt Options, host Host, fw Firewall) error {
 	defer services.leases.Close()
 	services.events = NewEventBus()
 	cfg := Config{ConfigDir: opt.ConfigDir, StateDir: opt.StateDir, Host: host, Firewall: fw, Log: log,
-		Services: services, Leases: services.leases, Events: services.events}
+		Services: services, Leases: services.leases, Events: services.events, TFTPRootBase: opt.TFTPRootBase}
 	if opt.OVSDBSocket != "" {
 		cfg.OVS = &lazyOVS{socket: opt.OVSDBSocket}
 	}

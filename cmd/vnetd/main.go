@@ -48,6 +48,7 @@ func main() {
 	flag.DurationVar(&opt.ReconcileInterval, "reconcile-interval", 0, "how often firewall rules are checked besides nftables events (default 5s)")
 	flag.StringVar(&opt.SystemBus, "system-bus", "", "D-Bus address of firewalld and systemd-resolved (e.g. unix:path=/run/dbus/system_bus_socket); default the system bus, if the host has one")
 	flag.StringVar(&opt.MetricsListen, "metrics-listen", "", "TCP address (e.g. 127.0.0.1:9717) to serve Prometheus /metrics on; default none (/metrics is always on the control socket)")
+	flag.StringVar(&opt.TFTPRootBase, "tftp-root-base", "", "directory every network's <tftp root> must resolve to or below; net-define and net-start refuse the others (default any directory)")
 	logFormat := flag.String("log-format", "text", "text or json")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
