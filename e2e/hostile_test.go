@@ -988,6 +988,17 @@ func TestHostileDHCPv4FullPool(t *testing.T) {
 	start := time.Now()
 	flood(poolSize*11/10, fillRate, nil)
 	t.Logf("sent %d DISCOVERs in %v", macs, time.Since(start).Round(time.Millisecond))
+	// The pool is full: a new client is offered nothing.
+	if _, err := conn.WriteToUDP(discover(t, net.HardwareAddr{0x02, 0x17, 0xff, 0, 0, 1}, 1<<30, true), server); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	mu.Lock()
+	_, notFull := offered[1<<30]
+	mu.Unlock()
+	if notFull {
+		t.Fatalf("the pool is not full after %d DISCOVERs", macs)
+	}
 	var worst time.Duration
 	var lost int
 	flood(1<<30, keepRate, func() {
