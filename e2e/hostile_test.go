@@ -473,6 +473,10 @@ func TestHostileTFTPOversizedRequest(t *testing.T) {
 	if slowest > 150*time.Millisecond {
 		t.Errorf("normal RRQ among oversized ones answered after %v, want < 150ms", slowest)
 	}
+	const series = `vnetd_tftp_dropped_total{network="h",reason="malformed"}`
+	if v, ok := metricValue(s.d.scrape(), series); v < 1 {
+		t.Errorf("%s = %v (present %v), want at least 1", series, v, ok)
+	}
 }
 
 // TestHostileDHCPv6GlobalSource: a guest sends its Solicit from a global
@@ -620,6 +624,10 @@ func TestHostileLeaseLogDamagedMidFile(t *testing.T) {
 		}
 		t.Errorf("no leases.log.corrupt-* copy in the state dir: %v", names)
 	}
+	const series = `vnetd_storage_damage_total{file="leases.log",kind="mid_file"}`
+	if v, ok := metricValue(s.d.scrape(), series); v != 1 {
+		t.Errorf("%s = %v (present %v), want 1", series, v, ok)
+	}
 	if t.Failed() {
 		t.Logf("vnetd log (tail):\n%s", tail(s.d.logText(), 20))
 	}
@@ -749,6 +757,13 @@ func TestHostileStateDBGarbage(t *testing.T) {
 	}
 	if _, err := os.Stat(db); err != nil {
 		t.Errorf("no new vnetd.db: %v", err)
+	}
+	if aside, _ := filepath.Glob(db + ".corrupt-*"); len(aside) == 0 {
+		t.Errorf("the damaged vnetd.db was not kept aside as vnetd.db.corrupt-*")
+	}
+	const series = `vnetd_storage_damage_total{file="vnetd.db",kind="unreadable"}`
+	if v, ok := metricValue(s.d.scrape(), series); v != 1 {
+		t.Errorf("%s = %v (present %v), want 1", series, v, ok)
 	}
 }
 
