@@ -82,8 +82,12 @@ func parseRequest(b []byte) (*request, error) {
 	if len(b) > maxRequest {
 		return nil, fmt.Errorf("request of %d bytes, over %d", len(b), maxRequest)
 	}
-	// Filename, mode, and one option more than allowed: enough to refuse.
-	fields, err := splitStrings(b[2:], 2+2*(maxOptions+1))
+	// Each string ends in a NUL: counting them refuses a request with too
+	// many options before any is copied.
+	if n := bytes.Count(b[2:], []byte{0}); n > 2+2*maxOptions {
+		return nil, fmt.Errorf("%d strings, over the %d of a request with %d options", n, 2+2*maxOptions, maxOptions)
+	}
+	fields, err := splitStrings(b[2:])
 	if err != nil {
 		return nil, err
 	}
@@ -117,11 +121,10 @@ func parseRequest(b []byte) (*request, error) {
 	return r, nil
 }
 
-// splitStrings splits a sequence of NUL-terminated strings, at most max of
-// them: the rest is left unread.
-func splitStrings(b []byte, max int) ([]string, error) {
+// splitStrings splits a sequence of NUL-terminated strings.
+func splitStrings(b []byte) ([]string, error) {
 	var out []string
-	for len(b) > 0 && len(out) < max {
+	for len(b) > 0 {
 		i := bytes.IndexByte(b, 0)
 		if i < 0 {
 			return nil, errors.New("string not NUL-terminated")

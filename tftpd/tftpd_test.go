@@ -156,7 +156,7 @@ func (c *client) ack(to netip.AddrPort, block uint16) error {
 }
 
 func parseOptions(b []byte) (map[string]string, error) {
-	fields, err := splitStrings(b, len(b))
+	fields, err := splitStrings(b)
 	if err != nil || len(fields)%2 != 0 {
 		return nil, fmt.Errorf("bad OACK %q", b)
 	}
