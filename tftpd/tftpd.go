@@ -37,7 +37,7 @@ type Config struct {
 	// sockets are bound to it, so clients elsewhere that can route to Addr
 	// are not served. Empty: any interface (tests on loopback).
 	Bridge string
-	Log  *slog.Logger   // nil: no logging
+	Log    *slog.Logger // nil: no logging
 }
 
 // Defaults of the transfer parameters.
