@@ -1,15 +1,19 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/vnetd/vnetd/leases"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -207,5 +211,59 @@ func TestStateDBLockedIsNotDamage(t *testing.T) {
 	}
 	if copies, _ := filepath.Glob(filepath.Join(dir, "vnetd.db.corrupt-*")); len(copies) != 0 {
 		t.Errorf("a locked database was moved aside: %q", copies)
+	}
+}
+
+// A lease log damaged before its end is logged at Error (with the records
+// lost and the copy kept) and counted; a torn tail stays a warning.
+func TestLeaseLogDamageLoggedAndCounted(t *testing.T) {
+	dir := t.TempDir()
+	s, err := leases.Open(filepath.Join(dir, "leases.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		l := leases.Lease{Network: "default", Kind: leases.V4, IP: netip.AddrFrom4([4]byte{192, 168, 122, byte(10 + i)}), Prefix: 24}
+		if err := s.Put(context.Background(), l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	path := filepath.Join(dir, "leases.log")
+	data, _ := os.ReadFile(path)
+	data[len("VNLEASE1")+12] ^= 0x55 // inside the first record
+	os.WriteFile(path, data, 0o600)
+
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	svc, err := newNetServices(dir, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.leases.Close()
+	if got := logged.String(); !strings.Contains(got, "level=ERROR") || !strings.Contains(got, "records_lost=1") || !strings.Contains(got, "leases.log.corrupt-") {
+		t.Errorf("log:\n%s", got)
+	}
+	if ls, _ := svc.leases.List("default"); len(ls) != 2 {
+		t.Errorf("%d leases kept, want the 2 intact ones", len(ls))
+	}
+
+	e := &testEnv{dir: t.TempDir(), host: newFakeHost(), fw: newFakeFirewall()}
+	m, err := Open(Config{ConfigDir: filepath.Join(e.dir, "etc"), StateDir: filepath.Join(e.dir, "state"), Host: e.host, Firewall: e.fw, Leases: svc.leases})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	rec := httptest.NewRecorder()
+	m.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`vnetd_storage_damage_total{file="leases.log",kind="mid_file"} 1`,
+		`vnetd_storage_damage_total{file="leases.log",kind="torn_tail"} 0`,
+		`vnetd_storage_damage_total{file="vnetd.db",kind="unreadable"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }
