@@ -722,6 +722,12 @@ func TestServer6AnswersOnLink(t *testing.T) {
 	l := newLab6(t, 3600)
 	// Off-link for the host: neither in the network's prefix nor routed.
 	nettest.Must(t, "ip", "-n", l.guest, "addr", "add", "2001:db8:99::5/128", "dev", "eth0", "nodad")
+	// The kernel takes packets for it once its local route is in, which
+	// even without DAD comes from a work queue, a moment later.
+	waitFor6(t, 5*time.Second, "the guest's local route to 2001:db8:99::5", func() bool {
+		out, _ := nettest.In(l.guest, "ip", "-6", "route", "show", "table", "local", "2001:db8:99::5")
+		return strings.Contains(out, "2001:db8:99::5")
+	})
 	for _, tc := range []struct {
 		name string
 		src  string // "": the kernel picks, a link-local address
