@@ -778,7 +778,20 @@ func TestServer6AnswersOnLink(t *testing.T) {
 			if !from.Addr().IsLinkLocalUnicast() || from.Port() != serverPort6 {
 				t.Errorf("answer from %s, want the bridge's link-local address, port %d", from, serverPort6)
 			}
-			if st := l.srv.Stats(); st.SendErrors != before.SendErrors || st.Advertises != before.Advertises+1 {
+			// The Reply goes from the replier, once the lease is stored.
+			req := e.msg(cA, dhcpv6.MessageTypeRequest, cA.ia())
+			req.UpdateOption(dhcpv6.OptServerID(m.Options.ServerID()))
+			if _, err := conn.WriteToUDPAddrPort(req.ToBytes(), netip.AddrPortFrom(allDHCPAgents6.WithZone(fmt.Sprint(ifi)), serverPort6)); err != nil {
+				t.Fatal(err)
+			}
+			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, _, err = conn.ReadFromUDPAddrPort(buf); err != nil {
+				t.Fatalf("no reply: %v (stats %+v)", err, l.srv.Stats())
+			}
+			if m, err = dhcpv6.MessageFromBytes(buf[:n]); err != nil || m.MessageType != dhcpv6.MessageTypeReply || m.Options.OneIANA() == nil {
+				t.Fatalf("answer %v, %v; want a Reply with an address", m, err)
+			}
+			if st := l.srv.Stats(); st.SendErrors != before.SendErrors || st.Advertises != before.Advertises+1 || st.Replies != before.Replies+1 {
 				t.Errorf("stats %+v, before %+v", st, before)
 			}
 		})
