@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/vnetd/vnetd/leases"
 	bolt "go.etcd.io/bbolt"
 )
@@ -265,5 +266,33 @@ func TestLeaseLogDamageLoggedAndCounted(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+}
+// BenchmarkOpenState opens a vnetd.db holding 256 running networks and
+// 1000 ports, as at a start of the scale benchmark.
+func BenchmarkOpenState(b *testing.B) {
+	dir := b.TempDir()
+	s, _, err := openState(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	xml := strings.Repeat("x", 1200)
+	for i := range 256 {
+		if err := s.put(&liveRecord{Name: fmt.Sprintf("net%d", i), Phase: PhaseRunning, XML: xml, Bridge: fmt.Sprintf("virbr%d", i), IfIndex: i}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range 1000 {
+		if err := s.putPort(&portRecord{Network: fmt.Sprintf("net%d", i%256), UUID: uuid.New().String(), XML: xml[:600], Device: fmt.Sprintf("vnet%d", i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.close()
+	for b.Loop() {
+		s, _, err := openState(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.close()
 	}
 }
