@@ -268,6 +268,7 @@ func TestLeaseLogDamageLoggedAndCounted(t *testing.T) {
 		}
 	}
 }
+
 // BenchmarkOpenState opens a vnetd.db holding 256 running networks and
 // 1000 ports, as at a start of the scale benchmark.
 func BenchmarkOpenState(b *testing.B) {
