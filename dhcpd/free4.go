@@ -2,7 +2,6 @@ package dhcpd
 
 import (
 	"math/bits"
-	"net/netip"
 	"time"
 )
 
@@ -15,11 +14,23 @@ type bitset4 struct {
 	lv [][]uint64
 }
 
-func newBitset4(n int) bitset4 {
+// newFullBitset4 is the set of all of 0..n-1: made in O(n/64), as a
+// pool's index starts with every address free.
+func newFullBitset4(n int) bitset4 {
 	var b bitset4
 	for {
 		w := max((n+63)/64, 1)
-		b.lv = append(b.lv, make([]uint64, w))
+		words := make([]uint64, w)
+		for i := range words {
+			words[i] = ^uint64(0)
+		}
+		if r := n % 64; r != 0 {
+			words[w-1] = 1<<r - 1
+		}
+		if n == 0 {
+			words[0] = 0
+		}
+		b.lv = append(b.lv, words)
 		if w == 1 {
 			return b
 		}
@@ -77,7 +88,7 @@ func (b *bitset4) nextIn(l, i int) int {
 // due4 is a time at which the state of an address may change.
 type due4 struct {
 	at time.Time
-	a  netip.Addr
+	a  uint32 // a2u4
 }
 
 // dueHeap4 is a min-heap of due4 by time (written out rather than through
@@ -134,40 +145,25 @@ type free4 struct {
 	live  int // bindings4 that have not expired at `at`
 	// due holds the times at which an address's state may change next; an
 	// address is pushed again only for an earlier time than the one it
-	// waits for (dueAt, by the address's first range position; dueOut for
-	// addresses outside the ranges), so the heap stays within a few
-	// entries per address however often a client is re-offered the same
-	// one.
-	due    dueHeap4
-	dueAt  []time.Time // zero: none
-	dueOut map[netip.Addr]time.Time
+	// waits for (dueAt), so the heap stays within a few entries per
+	// address however often a client is re-offered the same one. Both
+	// hold only addresses with a record: a /8 costs no more than a /24.
+	due   dueHeap4
+	dueAt map[uint32]time.Time
 }
 
-// schedule makes the index look at a, at range position i (-1: none),
-// again at t.
-func (x *free4) schedule(a netip.Addr, i int, t time.Time) {
-	if i >= 0 {
-		if old := x.dueAt[i]; !old.IsZero() && !t.Before(old) {
-			return
-		}
-		x.dueAt[i] = t
-	} else {
-		if old, ok := x.dueOut[a]; ok && !t.Before(old) {
-			return
-		}
-		x.dueOut[a] = t
+// schedule makes the index look at a again at t.
+func (x *free4) schedule(a uint32, t time.Time) {
+	if old, ok := x.dueAt[a]; ok && !t.Before(old) {
+		return
 	}
+	x.dueAt[a] = t
 	x.due.push(due4{at: t, a: a})
 }
 
-// popped forgets a's wait for t, which the heap has just given, at range
-// position i (-1: none).
-func (x *free4) popped(a netip.Addr, i int, t time.Time) {
-	if i >= 0 {
-		if x.dueAt[i].Equal(t) {
-			x.dueAt[i] = time.Time{}
-		}
-	} else if old, ok := x.dueOut[a]; ok && old.Equal(t) {
-		delete(x.dueOut, a)
+// popped forgets a's wait for t, which the heap has just given.
+func (x *free4) popped(a uint32, t time.Time) {
+	if old, ok := x.dueAt[a]; ok && old.Equal(t) {
+		delete(x.dueAt, a)
 	}
 }

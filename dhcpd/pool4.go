@@ -64,7 +64,7 @@ func newPool4(cfg *config4) *pool4 {
 		declined: map[netip.Addr]time.Time{},
 		pending:  map[netip.Addr]int{},
 		hints:    map[string]netip.Addr{},
-		idx:      free4{dueOut: map[netip.Addr]time.Time{}},
+		idx:      free4{dueAt: map[uint32]time.Time{}},
 	}
 }
 
@@ -376,35 +376,38 @@ func (p *pool4) advance(now time.Time) {
 	x.at = now
 	for len(x.due) > 0 && !now.Before(x.due[0].at) {
 		d := x.due.pop()
-		x.popped(d.a, p.position(d.a), d.at)
-		p.touch(d.a)
+		x.popped(d.a, d.at)
+		p.touch(u2a4(d.a))
 	}
 }
 
-// rebuild makes the index anew at now: O(pool size).
+// rebuild makes the index anew at now, in O(pool size / 64 + records):
+// every address starts free, then those that are not are read.
 func (p *pool4) rebuild(now time.Time) {
 	x := &p.idx
-	clear(x.dueOut)
-	dueAt := x.dueAt
-	if len(dueAt) == p.cfg.total {
-		clear(dueAt)
-	} else {
-		dueAt = make([]time.Time, p.cfg.total)
-	}
-	*x = free4{valid: true, at: now, free: newBitset4(p.cfg.total), due: x.due[:0], dueAt: dueAt, dueOut: x.dueOut}
+	clear(x.dueAt)
+	*x = free4{valid: true, at: now, free: newFullBitset4(p.cfg.total), nfree: p.cfg.total, due: x.due[:0], dueAt: x.dueAt}
 	for _, b := range p.bindings {
 		b.counted = false
 	}
-	for _, r := range p.cfg.ranges {
-		for u := r.start; ; u++ {
-			p.touch(u2a4(u))
-			if u == r.end {
-				break
-			}
-		}
+	c := p.cfg
+	for _, a := range []netip.Addr{c.subnet.Addr(), c.broadcast, c.server} {
+		p.touch(a)
+	}
+	for a := range c.hostAt {
+		p.touch(a)
 	}
 	for a := range p.bindings {
-		p.touch(a) // the leases outside the ranges count too
+		p.touch(a)
+	}
+	for a := range p.offers {
+		p.touch(a)
+	}
+	for a := range p.declined {
+		p.touch(a)
+	}
+	for a := range p.pending {
+		p.touch(a)
 	}
 }
 
@@ -447,26 +450,9 @@ func (p *pool4) touch(a netip.Addr) {
 		next = earlier4(next, until)
 	}
 	p.setFree(a, !busy)
-	if !next.IsZero() {
-		x.schedule(a, p.position(a), next)
+	if !next.IsZero() && a.Is4() {
+		x.schedule(a2u4(a), next)
 	}
-}
-
-// position is a's first position in the ranges (as config4.nth numbers
-// them), or -1.
-func (p *pool4) position(a netip.Addr) int {
-	if !a.Is4() {
-		return -1
-	}
-	u := a2u4(a)
-	base := 0
-	for _, r := range p.cfg.ranges {
-		if r.contains(u) {
-			return base + int(u-r.start)
-		}
-		base += r.size()
-	}
-	return -1
 }
 
 // earlier4 is the earlier of a (zero: none) and b.

@@ -315,3 +315,58 @@ func TestFullPoolDiscoverCost4(t *testing.T) {
 		t.Errorf("PoolExhausted %d, want %d", got, n+1)
 	}
 }
+
+// TestBitset4 checks next against a plain slice of bools, across word and
+// summary boundaries.
+func TestBitset4(t *testing.T) {
+	for _, n := range []int{0, 1, 63, 64, 65, 4095, 4096, 4097, 65534, 262145} {
+		b := newFullBitset4(n)
+		set := make([]bool, n)
+		for i := range set {
+			set[i] = true
+		}
+		rng := rand.New(rand.NewPCG(uint64(n), 3))
+		check := func() {
+			t.Helper()
+			for _, from := range []int{0, n / 2, n - 1, rng.IntN(n + 1)} {
+				if from < 0 || from > n {
+					continue
+				}
+				want := -1
+				for i := from; i < n; i++ {
+					if set[i] {
+						want = i
+						break
+					}
+				}
+				if got := b.next(from); got != want {
+					t.Fatalf("n=%d: next(%d) = %d, want %d", n, from, got, want)
+				}
+			}
+		}
+		check()
+		for range 3000 {
+			if n == 0 {
+				break
+			}
+			i := rng.IntN(n)
+			// Mostly removals, so that long empty stretches appear.
+			if rng.IntN(5) == 0 {
+				b.add(i)
+				set[i] = true
+			} else {
+				b.remove(i)
+				set[i] = false
+			}
+			if b.has(i) != set[i] {
+				t.Fatalf("n=%d: has(%d) = %v", n, i, b.has(i))
+			}
+			check()
+		}
+		for i := range set { // empty it all
+			b.remove(i)
+			set[i] = false
+		}
+		check()
+	}
+}
