@@ -234,20 +234,35 @@ func (p *pool4) choose(cl *client4, requested netip.Addr, now time.Time) (netip.
 
 // offer reserves a for cl until now+offerHold4.
 func (p *pool4) offer(cl *client4, a netip.Addr, now time.Time) {
-	p.dropOffer(cl.key)
+	old := p.unoffer(cl.key)
 	p.offers[a] = offer4{key: cl.key, until: now.Add(offerHold4)}
 	p.offerBy[cl.key] = a
 	p.touch(a)
+	if old.IsValid() && old != a {
+		p.touch(old)
+	}
 }
 
 func (p *pool4) dropOffer(key string) {
-	if a, ok := p.offerBy[key]; ok {
-		if o, ok := p.offers[a]; ok && o.key == key {
-			delete(p.offers, a)
-			p.touch(a)
-		}
-		delete(p.offerBy, key)
+	if a := p.unoffer(key); a.IsValid() {
+		p.touch(a)
 	}
+}
+
+// unoffer is dropOffer without updating the index: it returns the address
+// whose offer it withdrew (invalid: none), for the caller to touch once it
+// is done with it.
+func (p *pool4) unoffer(key string) netip.Addr {
+	a, ok := p.offerBy[key]
+	if !ok {
+		return netip.Addr{}
+	}
+	delete(p.offerBy, key)
+	if o, ok := p.offers[a]; ok && o.key == key {
+		delete(p.offers, a)
+		return a
+	}
+	return netip.Addr{}
 }
 
 // bind records lease l for client key. It returns the client's previous
@@ -276,11 +291,14 @@ func (p *pool4) bind(key string, l leases.Lease) netip.Addr {
 		p.bindings[l.IP] = &binding4{key: key, lease: l}
 	}
 	p.byKey[key] = l.IP
-	p.dropOffer(key)
+	offered := p.unoffer(key)
 	if o, ok := p.offers[l.IP]; ok && o.key != key {
 		delete(p.offers, l.IP)
 	}
 	p.touch(l.IP)
+	if offered.IsValid() && offered != l.IP {
+		p.touch(offered)
+	}
 	delete(p.hints, key)
 	return moved
 }
