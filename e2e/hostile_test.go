@@ -239,7 +239,7 @@ func TestHostileDNSTCPFlood(t *testing.T) {
 	})
 	t.Logf("flood: %d connections opened (%d dials failed) in %v", len(held), dialErrs, time.Since(start).Round(time.Millisecond))
 
-	// miekg/dns closes an idle connection after 8 s: sample well within.
+	// vnetd closes a TCP connection idle for 2 s: sample well within.
 	peak, peakRSS := 0, 0
 	for range 5 {
 		peak, peakRSS = max(peak, s.d.fds()), max(peakRSS, s.d.rssKiB())
