@@ -76,6 +76,7 @@ func Run(ctx context.Context, opt Options, host Host, fw Firewall) error {
 	}
 	defer services.leases.Close()
 	services.events = NewEventBus()
+	services.tftpRootBase = opt.TFTPRootBase
 	cfg := Config{ConfigDir: opt.ConfigDir, StateDir: opt.StateDir, Host: host, Firewall: fw, Log: log,
 		Services: services, Leases: services.leases, Events: services.events, TFTPRootBase: opt.TFTPRootBase}
 	if opt.OVSDBSocket != "" {

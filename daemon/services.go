@@ -45,6 +45,9 @@ type netServices struct {
 	serverDUID []byte
 	// events gets the networks' lease events; nil: none.
 	events *EventBus
+	// tftpRootBase is --tftp-root-base: the TFTP servers reach their root
+	// through it, so the bound holds after the start-time check too.
+	tftpRootBase string
 }
 
 // newNetServices opens the lease store and the DHCPv6 server DUID in the
@@ -136,7 +139,7 @@ func (s *netServices) Start(ctx context.Context, n *conf.Network) (Service, erro
 		if ip.TFTPRoot == "" || svc.tftp != nil {
 			continue
 		}
-		srv, err := tftpd.New(tftpd.Config{Root: ip.TFTPRoot, Addr: netip.AddrPortFrom(ip.Address, 69), Bridge: n.Bridge.Name,
+		srv, err := tftpd.New(tftpd.Config{Root: ip.TFTPRoot, Base: s.tftpRootBase, Addr: netip.AddrPortFrom(ip.Address, 69), Bridge: n.Bridge.Name,
 			Log: s.log.With("network", n.Name)})
 		if err == nil {
 			err = srv.Start(ctx)

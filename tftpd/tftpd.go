@@ -37,7 +37,12 @@ type Config struct {
 	// sockets are bound to it, so clients elsewhere that can route to Addr
 	// are not served. Empty: any interface (tests on loopback).
 	Bridge string
-	Log    *slog.Logger // nil: no logging
+	// Base, if set, is a directory Root must be in or be (vnetd's
+	// --tftp-root-base). Every request reaches the root through the base
+	// with os.Root, so a symlink swapped into the root's path after New
+	// cannot lead out of the base either.
+	Base string
+	Log  *slog.Logger // nil: no logging
 }
 
 // Defaults of the transfer parameters.
@@ -50,6 +55,8 @@ const (
 // Server is a read-only TFTP server.
 type Server struct {
 	root    string // absolute, symlink-free path of Config.Root
+	base    string // absolute, symlink-free path of Config.Base, or ""
+	rootRel string // root relative to base, when base is set
 	addr    netip.AddrPort
 	network string // "udp4" or "udp6"
 	bridge  string // Config.Bridge
@@ -121,6 +128,19 @@ func New(cfg Config) (*Server, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("tftp root %s: not a directory", cfg.Root)
 	}
+	var base, rootRel string
+	if cfg.Base != "" {
+		if base, err = filepath.Abs(cfg.Base); err == nil {
+			base, err = filepath.EvalSymlinks(base)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tftp root base %s: %w", cfg.Base, err)
+		}
+		rootRel, err = filepath.Rel(base, root)
+		if err != nil || rootRel == ".." || strings.HasPrefix(rootRel, ".."+string(filepath.Separator)) {
+			return nil, fmt.Errorf("tftp root %s resolves to %s, outside the base %s", cfg.Root, root, cfg.Base)
+		}
+	}
 	if !cfg.Addr.IsValid() {
 		return nil, errors.New("tftp: no listen address")
 	}
@@ -136,6 +156,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	return &Server{
 		root:    root,
+		base:    base,
+		rootRel: rootRel,
 		addr:    addr,
 		network: network,
 		bridge:  cfg.Bridge,
@@ -366,7 +388,7 @@ func (s *Server) open(name string) (*os.File, error) {
 	// Open through os.Root as well, so that a symlink swapped in after the
 	// check still cannot leave the root. O_NONBLOCK: a FIFO must not hang
 	// the transfer; it is refused below.
-	root, err := os.OpenRoot(s.root)
+	root, err := s.openRoot()
 	if err != nil {
 		return nil, fmt.Errorf("opening root: %w", err)
 	}
@@ -385,6 +407,20 @@ func (s *Server) open(name string) (*os.File, error) {
 		return nil, accessDenied(resolved + " is not a regular file")
 	}
 	return f, nil
+}
+
+// openRoot opens the served directory, through the base when there is one:
+// os.Root's OpenRoot never leaves the directory it is called on.
+func (s *Server) openRoot() (*os.Root, error) {
+	if s.base == "" {
+		return os.OpenRoot(s.root)
+	}
+	b, err := os.OpenRoot(s.base)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	return b.OpenRoot(s.rootRel)
 }
 
 func openError(err error) error {

@@ -574,6 +574,8 @@ func TestNewErrors(t *testing.T) {
 		{"missing root", Config{Root: filepath.Join(dir, "nosuch"), Addr: addr}},
 		{"root is a file", Config{Root: file, Addr: addr}},
 		{"no addr", Config{Root: dir}},
+		{"root outside the base", Config{Root: dir, Base: t.TempDir(), Addr: addr}},
+		{"missing base", Config{Root: dir, Base: filepath.Join(dir, "nosuch"), Addr: addr}},
 	} {
 		if _, err := New(tc.cfg); err == nil {
 			t.Errorf("%s: New succeeded", tc.name)
@@ -651,5 +653,49 @@ func TestLogsRateLimited(t *testing.T) {
 		if k := strings.Count(fx.logs.String(), msg); k != 1 {
 			t.Errorf("%q logged %d times for %d requests, want 1", msg, k, n)
 		}
+	}
+}
+
+// TestBaseHoldsAfterSwap: with a base (--tftp-root-base), a directory on the
+// root's path swapped for a symlink out of the base after the server
+// started does not lead requests out of it. open's resolve-and-compare
+// already refuses a swap made before a request; reaching the root through
+// the base also covers one racing between that check and the open, which
+// a test cannot time.
+func TestBaseHoldsAfterSwap(t *testing.T) {
+	base, outside := t.TempDir(), t.TempDir()
+	for path, data := range map[string]string{
+		filepath.Join(base, "pxe", "root", "boot"): "boot file",
+		filepath.Join(outside, "root", "boot"):     "secret",
+	} {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := New(Config{Root: filepath.Join(base, "pxe", "root"), Base: base, Addr: netip.MustParseAddrPort("127.0.0.1:0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.timeout = 200 * time.Millisecond
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	c := newClient(t)
+	if got, _, err := c.get(srv.Addr(), "boot", "octet"); err != nil || string(got) != "boot file" {
+		t.Fatalf("before the swap: %q, %v", got, err)
+	}
+	if err := os.Rename(filepath.Join(base, "pxe"), filepath.Join(base, "pxe.old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(base, "pxe")); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := newClient(t).get(srv.Addr(), "boot", "octet")
+	if err == nil || string(got) == "secret" {
+		t.Fatalf("after the swap the server sent %q (err %v): it left the base", got, err)
 	}
 }
