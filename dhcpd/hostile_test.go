@@ -189,10 +189,15 @@ func TestOptionFlood4(t *testing.T) {
 // newTestServer6 is a DHCPv6 server that has not been started: serve6
 // feeds it datagrams from the host's loopback address, and its answers go
 // to ::1 on lo (where nobody listens).
-func newTestServer6(t *testing.T) *Server6 {
+// tune, if given, adjusts the configuration first (store, clock, log).
+func newTestServer6(t *testing.T, tune ...func(*Config6)) *Server6 {
 	t.Helper()
 	n := parseNet6(t, net6XML, nil)
-	s, err := New6(Config6{Network: n, Bridge: "lo", Store: newMemStore4(), Now: func() time.Time { return t06 }})
+	cfg := Config6{Network: n, Bridge: "lo", Store: newMemStore4(), Now: func() time.Time { return t06 }}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	s, err := New6(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -121,20 +121,7 @@ func TestPerPacketLogsLimited6(t *testing.T) {
 	logs := countLog4{mu: &sync.Mutex{}, n: map[string]int{}}
 	store := &failStore4{}
 	store.down.Store(true)
-	n := parseNet6(t, net6XML, nil)
-	s, err := New6(Config6{Network: n, Bridge: "lo", Store: store, Log: slog.New(logs), Now: func() time.Time { return t06 }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.h, err = NewHandler6(n, serverID6); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
-	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	s.conn = conn
+	s := newTestServer6(t, func(c *Config6) { c.Store, c.Log = store, slog.New(logs) })
 	e := &env6{t: t, h: s.h, now: t06}
 	for i := range flood {
 		c := tcl6{duid: &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{0x52, 0x54, 0, 9, byte(i >> 8), byte(i)}}, iaid: 1}

@@ -3,7 +3,6 @@ package dhcpd
 import (
 	"bytes"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,20 +79,7 @@ func TestServer4PanicCounted(t *testing.T) {
 func TestServer6PanicCounted(t *testing.T) {
 	clock := &panicky{at: t06}
 	var logs syncBuffer
-	n := parseNet6(t, net6XML, nil)
-	s, err := New6(Config6{Network: n, Bridge: "lo", Store: newMemStore4(), Now: clock.now, Log: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.h, err = NewHandler6(n, serverID6); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
-	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	s.conn = conn
+	s := newTestServer6(t, func(c *Config6) { c.Now, c.Log = clock.now, slog.New(slog.NewTextHandler(&logs, nil)) })
 	e := &env6{t: t, now: t06}
 	sol := e.msg(cA, dhcpv6.MessageTypeSolicit, cA.ia()).ToBytes()
 	clock.armed.Store(true)
